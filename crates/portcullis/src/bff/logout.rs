@@ -1,0 +1,38 @@
+//! `POST /bff/logout` (the CSRF layer has already checked the token): revoke the refresh token at
+//! the provider when it offers revocation, delete the session, expire the cookie, and return the
+//! provider's end-session URL (built with `client_id`, never with a token unless dangerously
+//! configured).
+
+use axum::{
+    Extension, Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::header;
+use serde_json::json;
+
+use crate::{AppState, http::problem::ApiError, session::cookie, session::layer::CurrentSession};
+
+pub async fn logout(State(state): State<AppState>, Extension(current): Extension<CurrentSession>) -> Response {
+    let Some(session) = current.0 else {
+        return ApiError::Unauthenticated.into_response();
+    };
+    if let Some(rt) = &session.record.refresh_token
+        && let Err(e) = state.oidc.revoke_refresh_token(rt).await
+    {
+        // The session is still ended locally; the token expires at the provider on its own.
+        tracing::warn!(error = %e, "refresh token revocation failed");
+    }
+    if let Err(e) = state.sessions.destroy(&session.key).await {
+        tracing::error!(error = %e, "logout: could not delete the session");
+        return ApiError::Unavailable.into_response();
+    }
+    tracing::info!(sub = %session.record.sub, "logout");
+    let logout_url = state.oidc.end_session_url(session.record.id_token.as_deref());
+    let mut resp = Json(json!({ "logoutUrl": logout_url })).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie::expire_session(&state.config.session.cookie_name),
+    );
+    resp
+}

@@ -1,0 +1,46 @@
+//! The `/bff` endpoints: login, callback, session, logout. Every response is `no-store`.
+
+mod callback;
+mod login;
+mod login_state;
+mod logout;
+pub mod return_to;
+mod session_info;
+
+use axum::{
+    Router,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use http::{HeaderValue, header};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::{AppState, http::problem::ApiError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login::start))
+        .route("/callback", get(callback::finish))
+        .route("/session", get(session_info::show))
+        .route("/logout", post(logout::logout))
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+}
+
+/// The single value of a query parameter; `Err` if it is repeated (parameter pollution).
+fn single_param(query: Option<&str>, name: &str) -> Result<Option<String>, ()> {
+    let mut found = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == name {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,513 @@
+//! Configuration: a TOML file, validated into typed settings with every problem reported at once.
+//!
+//! Secrets (client secret, session keys) come from environment variables or files named in the
+//! file, never inline, so the file itself can live in version control.
+
+mod raw;
+pub mod secret;
+mod units;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+use url::Url;
+
+use crate::crypto::keyring::KeyRing;
+pub use raw::RawConfig;
+pub use secret::Secret;
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+    pub oidc: OidcConfig,
+    pub bff_prefix: String,
+    pub routes: Vec<RouteConfig>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_origin: PublicOrigin,
+    pub trusted_proxies: Vec<IpNet>,
+    pub tls: Option<TlsFiles>,
+    pub max_request_body: u64,
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The origin the browser sees (`scheme://host[:port]`), used for the redirect URI, the Origin
+/// check and `X-Forwarded-*`.
+#[derive(Debug, Clone)]
+pub struct PublicOrigin {
+    /// Serialized ASCII origin, e.g. `https://app.example.com`, exactly as browsers send it in
+    /// the `Origin` header.
+    pub origin: String,
+    pub scheme: String,
+    /// `host[:port]` as sent in `Host` / `X-Forwarded-Host`.
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub absolute_lifetime: Duration,
+    pub idle_timeout: Duration,
+    pub store: StoreConfig,
+    pub keys: KeyRing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub extra_auth_params: Vec<(String, String)>,
+    pub session_claims: Vec<String>,
+    pub refresh_skew: Duration,
+    pub http_timeout: Duration,
+    pub login_timeout: Duration,
+    pub post_logout_redirect_uri: Url,
+    /// Off by default: puts the ID token in the end-session URL the browser follows, which
+    /// hands the ID token to the browser. Named "dangerous" on purpose.
+    pub dangerous_send_id_token_hint_on_logout: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path prefix on the gateway, e.g. `/api/orders` (no trailing slash).
+    pub prefix: String,
+    /// Base URL the rest of the path is appended to.
+    pub upstream: Url,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// One problem with the configuration, tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found, so an operator fixes them in one pass.
+#[derive(Debug, thiserror::Error)]
+#[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct Problems(pub Vec<Problem>);
+
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-SessionID";
+pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                key: "<file>".into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, Problems> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            Problems(vec![Problem {
+                key: "<syntax>".into(),
+                message: e.to_string().trim().replace('\n', " "),
+            }])
+        })?;
+        Self::from_raw(raw)
+    }
+
+    pub fn from_raw(raw: RawConfig) -> Result<Config, Problems> {
+        let mut v = Validator::default();
+        let server = v.server(raw.server);
+        let session = v.session(raw.session);
+        let oidc = v.oidc(raw.oidc, server.as_ref().map(|s| &s.public_origin));
+        let bff_prefix = v.bff_prefix(raw.bff.prefix);
+        let routes = v.routes(raw.routes, &bff_prefix);
+        let log_format = match raw.logging.format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                v.problem("logging.format", format!("`{other}`: use \"json\" or \"text\""));
+                LogFormat::Json
+            }
+        };
+        match (server, session, oidc, v.problems.is_empty()) {
+            (Some(server), Some(session), Some(oidc), true) => Ok(Config {
+                server,
+                session,
+                oidc,
+                bff_prefix,
+                routes,
+                log_format,
+            }),
+            _ => Err(Problems(v.problems)),
+        }
+    }
+
+    /// The redirect URI registered at the provider.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}{}/callback", self.server.public_origin.origin, self.bff_prefix)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.problem(key, m)).ok()
+    }
+
+    fn duration(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => self.ok(key, units::parse_duration(&s)).unwrap_or(default),
+        }
+    }
+
+    fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {
+        let listen = self.ok(
+            "server.listen",
+            raw.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("`{}` is not ip:port ({e})", raw.listen)),
+        );
+        let public_origin = self.ok("server.public_origin", parse_origin(&raw.public_origin));
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in raw.trusted_proxies.iter().enumerate() {
+            let parsed = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{p}` is not an IP address or CIDR range"));
+            if let Some(net) = self.ok(&format!("server.trusted_proxies[{i}]"), parsed) {
+                trusted_proxies.push(net);
+            }
+        }
+        let tls = raw.tls.map(|t| TlsFiles {
+            cert_file: t.cert_file.into(),
+            key_file: t.key_file.into(),
+        });
+        if let Some(t) = &tls {
+            for (key, path) in [("server.tls.cert_file", &t.cert_file), ("server.tls.key_file", &t.key_file)] {
+                if !path.is_file() {
+                    self.problem(key, format!("{} is not a readable file", path.display()));
+                }
+            }
+        }
+        let max_request_body = match raw.max_request_body {
+            None => 10 << 20,
+            Some(s) => self.ok("server.max_request_body", units::parse_size(&s)).unwrap_or(0),
+        };
+        let max_header_bytes = match raw.max_header_bytes {
+            None => 32 << 10,
+            Some(s) => self.ok("server.max_header_bytes", units::parse_size(&s)).unwrap_or(0),
+        };
+        if !(4096..=(1 << 20)).contains(&max_header_bytes) {
+            self.problem("server.max_header_bytes", "must be between 4KiB and 1MiB");
+        }
+        let max_header_bytes = usize::try_from(max_header_bytes).unwrap_or(32 << 10);
+        Some(ServerConfig {
+            listen: listen?,
+            public_origin: public_origin?,
+            trusted_proxies,
+            tls,
+            max_request_body,
+            max_header_bytes,
+        })
+    }
+
+    fn session(&mut self, raw: raw::RawSession) -> Option<SessionConfig> {
+        let cookie_name = raw.cookie_name.unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
+        if !cookie_name.starts_with("__Host-") {
+            self.problem(
+                "session.cookie_name",
+                "must start with `__Host-` (host-only, Secure, Path=/: no sibling domain can set or overwrite it)",
+            );
+        }
+        if cookie_name.len() > 64 || !cookie_name.bytes().all(is_cookie_name_byte) {
+            self.problem("session.cookie_name", "must be a short cookie token (letters, digits, `-_.`)");
+        }
+        let absolute_lifetime = self.duration(
+            "session.absolute_lifetime",
+            raw.absolute_lifetime,
+            Duration::from_secs(8 * 3600),
+        );
+        let idle_timeout = self.duration("session.idle_timeout", raw.idle_timeout, Duration::from_secs(30 * 60));
+        if absolute_lifetime < Duration::from_secs(60) {
+            self.problem("session.absolute_lifetime", "must be at least 1m");
+        }
+        if idle_timeout < Duration::from_secs(60) || idle_timeout > absolute_lifetime {
+            self.problem(
+                "session.idle_timeout",
+                "must be at least 1m and no longer than session.absolute_lifetime",
+            );
+        }
+        let store = match raw.store.as_deref().unwrap_or("memory") {
+            "memory" => Some(StoreConfig::Memory),
+            "redis" | "file" => {
+                self.problem(
+                    "session.store",
+                    "this build supports only \"memory\" (the Redis and file stores are not part of it yet)",
+                );
+                None
+            }
+            other => {
+                self.problem("session.store", format!("unknown store `{other}` (use \"memory\")"));
+                None
+            }
+        };
+        if raw.redis_url.is_some() && store == Some(StoreConfig::Memory) {
+            self.problem("session.redis_url", "only valid with store = \"redis\"");
+        }
+        let keys = secret::load(
+            "session.keys_env",
+            raw.keys_env.as_deref(),
+            "session.keys_file",
+            raw.keys_file.as_deref(),
+        )
+        .and_then(|s| {
+            KeyRing::parse(s.expose()).map_err(|e| {
+                let key = if raw.keys_env.is_some() { "session.keys_env" } else { "session.keys_file" };
+                format!("`{key}`: {e}")
+            })
+        });
+        let keys = self.ok("session.keys", keys);
+        Some(SessionConfig {
+            cookie_name,
+            absolute_lifetime,
+            idle_timeout,
+            store: store?,
+            keys: keys?,
+        })
+    }
+
+    fn oidc(&mut self, raw: raw::RawOidc, origin: Option<&PublicOrigin>) -> Option<OidcConfig> {
+        let issuer = self.ok("oidc.issuer", parse_issuer(&raw.issuer));
+        if raw.client_id.trim().is_empty() {
+            self.problem("oidc.client_id", "must not be empty");
+        }
+        let client_secret = self.ok(
+            "oidc.client_secret",
+            secret::load(
+                "oidc.client_secret_env",
+                raw.client_secret_env.as_deref(),
+                "oidc.client_secret_file",
+                raw.client_secret_file.as_deref(),
+            ),
+        );
+        let scopes = raw
+            .scopes
+            .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
+        if !scopes.iter().any(|s| s == "openid") {
+            self.problem("oidc.scopes", "must include \"openid\"");
+        }
+        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            self.problem("oidc.scopes", format!("`{bad}` is not a single scope token"));
+        }
+        const RESERVED: [&str; 10] = [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "response_mode",
+            "client_secret",
+        ];
+        for k in raw.extra_auth_params.keys() {
+            if RESERVED.contains(&k.as_str()) {
+                self.problem(
+                    &format!("oidc.extra_auth_params.{k}"),
+                    "is set by Portcullis itself and cannot be overridden",
+                );
+            }
+        }
+        let session_claims = raw
+            .session_claims
+            .unwrap_or_else(|| vec!["sub".into(), "name".into(), "email".into()]);
+        const TOKENISH: [&str; 5] = ["access_token", "refresh_token", "id_token", "at_hash", "c_hash"];
+        for c in &session_claims {
+            if TOKENISH.contains(&c.as_str()) {
+                self.problem("oidc.session_claims", format!("`{c}` may not be exposed to the browser"));
+            }
+        }
+        let refresh_skew = self.duration("oidc.refresh_skew", raw.refresh_skew, Duration::from_secs(30));
+        let http_timeout = self.duration("oidc.http_timeout", raw.http_timeout, Duration::from_secs(10));
+        let login_timeout = self.duration("oidc.login_timeout", raw.login_timeout, Duration::from_secs(600));
+        if login_timeout > Duration::from_secs(600) || login_timeout < Duration::from_secs(30) {
+            self.problem("oidc.login_timeout", "must be between 30s and 10m");
+        }
+        let post_logout_redirect_uri = match (raw.post_logout_redirect_uri, origin) {
+            (Some(s), _) => self.ok(
+                "oidc.post_logout_redirect_uri",
+                Url::parse(&s)
+                    .map_err(|e| format!("`{s}` is not an absolute URL ({e})"))
+                    .and_then(|u| match u.scheme() {
+                        "https" | "http" => Ok(u),
+                        _ => Err("must be an http(s) URL".into()),
+                    }),
+            ),
+            (None, Some(o)) => Url::parse(&format!("{}/", o.origin)).ok(),
+            (None, None) => None,
+        };
+        Some(OidcConfig {
+            issuer: issuer?,
+            client_id: raw.client_id,
+            client_secret: client_secret?,
+            scopes,
+            extra_auth_params: raw.extra_auth_params.into_iter().collect(),
+            session_claims,
+            refresh_skew,
+            http_timeout,
+            login_timeout,
+            post_logout_redirect_uri: post_logout_redirect_uri?,
+            dangerous_send_id_token_hint_on_logout: raw.dangerous_send_id_token_hint_on_logout,
+        })
+    }
+
+    fn bff_prefix(&mut self, raw: Option<String>) -> String {
+        let p = raw.unwrap_or_else(|| "/bff".into());
+        if let Err(e) = check_prefix(&p) {
+            self.problem("bff.prefix", e);
+        }
+        p
+    }
+
+    fn routes(&mut self, raw: Vec<raw::RawRoute>, bff_prefix: &str) -> Vec<RouteConfig> {
+        let mut out: Vec<RouteConfig> = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if let Err(e) = check_prefix(&r.prefix) {
+                self.problem(&format!("{key}.prefix"), e);
+            }
+            if path_within(&r.prefix, bff_prefix) || path_within(bff_prefix, &r.prefix) {
+                self.problem(&format!("{key}.prefix"), format!("overlaps the BFF prefix `{bff_prefix}`"));
+            }
+            if out.iter().any(|o| o.prefix == r.prefix) {
+                self.problem(&format!("{key}.prefix"), format!("`{}` is configured twice", r.prefix));
+            }
+            let upstream = self.ok(
+                &format!("{key}.upstream"),
+                Url::parse(&r.upstream)
+                    .map_err(|e| format!("`{}` is not an absolute URL ({e})", r.upstream))
+                    .and_then(|u| {
+                        if !matches!(u.scheme(), "http" | "https") {
+                            Err("must be an http or https URL".to_owned())
+                        } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+                            Err("must not carry a query, fragment or credentials".to_owned())
+                        } else {
+                            Ok(u)
+                        }
+                    }),
+            );
+            let timeout = self.duration(&format!("{key}.timeout"), r.timeout, Duration::from_secs(30));
+            let connect_timeout =
+                self.duration(&format!("{key}.connect_timeout"), r.connect_timeout, Duration::from_secs(5));
+            if let Some(upstream) = upstream {
+                out.push(RouteConfig {
+                    prefix: r.prefix,
+                    upstream,
+                    timeout,
+                    connect_timeout,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// `true` when `path` is `prefix` or lies below it, segment-wise (`/api/orders` is not within `/api/o`).
+pub fn path_within(path: &str, prefix: &str) -> bool {
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+fn check_prefix(p: &str) -> Result<(), String> {
+    let ok_chars = p
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~'));
+    if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.contains("//") || !ok_chars {
+        return Err(format!(
+            "`{p}` must look like `/api/orders`: a leading slash, no trailing slash, plain characters"
+        ));
+    }
+    if p.split('/').any(|s| s == "." || s == "..") {
+        return Err(format!("`{p}` must not contain dot segments"));
+    }
+    Ok(())
+}
+
+fn parse_origin(s: &str) -> Result<PublicOrigin, String> {
+    let u = Url::parse(s).map_err(|e| format!("`{s}` is not an absolute URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err("must be http(s)".into());
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(format!("`{s}` must be an origin only, like https://app.example.com"));
+    }
+    let host = u.host_str().ok_or("has no host")?;
+    let origin = u.origin().ascii_serialization();
+    let host_port = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    Ok(PublicOrigin {
+        origin,
+        scheme: u.scheme().to_owned(),
+        host: host_port,
+    })
+}
+
+fn parse_issuer(s: &str) -> Result<Url, String> {
+    let u = Url::parse(s).map_err(|e| format!("`{s}` is not an absolute URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.query().is_some() || u.fragment().is_some() {
+        return Err("must be an http(s) URL without query or fragment".into());
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests;

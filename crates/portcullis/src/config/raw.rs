@@ -1,0 +1,93 @@
+//! The configuration file exactly as written: serde structs that reject unknown keys.
+//!
+//! Nothing here is validated beyond syntax; [`super::Config::from_raw`] turns it into the typed
+//! runtime configuration and reports every problem at once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub session: RawSession,
+    pub oidc: RawOidc,
+    #[serde(default)]
+    pub bff: RawBff,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: String,
+    pub public_origin: String,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub tls: Option<RawTls>,
+    pub max_request_body: Option<String>,
+    pub max_header_bytes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub cookie_name: Option<String>,
+    pub absolute_lifetime: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub store: Option<String>,
+    pub redis_url: Option<String>,
+    pub keys_env: Option<String>,
+    pub keys_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub extra_auth_params: BTreeMap<String, String>,
+    pub session_claims: Option<Vec<String>>,
+    pub refresh_skew: Option<String>,
+    pub http_timeout: Option<String>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub login_timeout: Option<String>,
+    #[serde(default)]
+    pub dangerous_send_id_token_hint_on_logout: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBff {
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: String,
+    pub upstream: String,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub format: Option<String>,
+}

@@ -1,0 +1,87 @@
+use super::*;
+
+const KEY_ENV: &str = "PORTCULLIS_TEST_CONFIG_KEYS";
+
+fn with_secrets(extra_session: &str, rest: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("portcullis-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let keys = dir.join("keys");
+    let secret = dir.join("secret");
+    std::fs::write(&keys, KeyRing::generate_encoded().expect("rng")).expect("write");
+    std::fs::write(&secret, "s3cret\n").expect("write");
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+public_origin = "http://localhost:8080"
+
+[session]
+keys_file = "{keys}"
+{extra_session}
+
+[oidc]
+issuer = "http://127.0.0.1:9000"
+client_id = "portcullis"
+client_secret_file = "{secret}"
+{rest}
+"#,
+        keys = keys.display(),
+        secret = secret.display()
+    )
+}
+
+#[test]
+fn minimal_config_gets_secure_defaults() {
+    let c = Config::from_toml(&with_secrets("", "")).expect("valid");
+    assert_eq!(c.session.cookie_name, "__Host-SessionID");
+    assert_eq!(c.session.absolute_lifetime, Duration::from_secs(28800));
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+    assert_eq!(c.redirect_uri(), "http://localhost:8080/bff/callback");
+    assert_eq!(c.oidc.client_secret.expose(), "s3cret");
+    assert!(!c.oidc.dangerous_send_id_token_hint_on_logout);
+    assert_eq!(c.oidc.post_logout_redirect_uri.as_str(), "http://localhost:8080/");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let err = Config::from_toml(&with_secrets("colour = \"blue\"", "")).expect_err("unknown key");
+    assert!(err.to_string().contains("colour"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = with_secrets(
+        "cookie_name = \"SessionID\"\nidle_timeout = \"forever\"",
+        "scopes = [\"profile\"]\nsession_claims = [\"sub\", \"refresh_token\"]\n\n[[routes]]\nprefix = \"api/\"\nupstream = \"ftp://x\"\n\n[[routes]]\nprefix = \"/bff/x\"\nupstream = \"http://127.0.0.1:1\"",
+    );
+    let err = Config::from_toml(&text).expect_err("invalid");
+    let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "session.cookie_name",
+        "session.idle_timeout",
+        "oidc.scopes",
+        "oidc.session_claims",
+        "routes[0].prefix",
+        "routes[0].upstream",
+        "routes[1].prefix",
+    ] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+}
+
+#[test]
+fn secrets_must_come_from_env_or_file() {
+    let text = with_secrets("", "").replace("client_secret_file", "client_secret_env_missing");
+    assert!(Config::from_toml(&text).is_err());
+    let text = with_secrets("", "").replace("keys_file", &format!("keys_env = \"{KEY_ENV}_UNSET\"\n# "));
+    let err = Config::from_toml(&text).expect_err("unset env");
+    assert!(err.to_string().contains("not set"), "{err}");
+}
+
+#[test]
+fn route_prefixes_match_by_segment() {
+    assert!(path_within("/api/orders", "/api/orders"));
+    assert!(path_within("/api/orders/1", "/api/orders"));
+    assert!(!path_within("/api/ordersX", "/api/orders"));
+    assert!(!path_within("/api", "/api/orders"));
+}

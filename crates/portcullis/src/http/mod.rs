@@ -1,0 +1,7 @@
+//! HTTP plumbing shared by every layer: problem responses, client address, request hygiene and
+//! baseline security headers.
+
+pub mod client_ip;
+pub mod hygiene;
+pub mod problem;
+pub mod security_headers;

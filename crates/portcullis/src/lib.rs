@@ -1,0 +1,103 @@
+//! Portcullis: a Backend-for-Frontend security gateway.
+//!
+//! The browser gets an opaque `__Host-` session cookie and an anti-CSRF token; OAuth tokens stay
+//! here, sealed in a session store. Requests flow through these layers, outermost first:
+//!
+//! request id → security headers → request hygiene → session → CSRF → router
+//! (`/bff/*` endpoints, `/healthz` `/readyz`, route table → authenticated reverse proxy).
+//!
+//! [`app`] builds the whole stack from an [`AppState`], so tests drive exactly what `serve` runs.
+#![forbid(unsafe_code)]
+
+pub mod bff;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod csrf;
+pub mod health;
+pub mod http;
+pub mod oidc;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod store;
+mod telemetry;
+
+use std::sync::Arc;
+
+use axum::{Router, middleware, routing::get};
+
+use crate::{
+    config::{Config, StoreConfig},
+    http::security_headers::SecurityHeaders,
+    oidc::OidcProvider,
+    session::{SessionManager, refresh::Refresher},
+    store::{MemoryStore, SessionStore},
+};
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub sessions: SessionManager,
+    pub oidc: Arc<OidcProvider>,
+    pub refresher: Refresher,
+    pub proxy: Arc<proxy::Proxy>,
+    csrf_exempt: Arc<[String; 2]>,
+}
+
+impl AppState {
+    /// Builds the state with the store the config names. Discovery of the provider is *not*
+    /// started here: call [`OidcProvider::spawn_discovery`] (as `serve` does) or `discover`.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let store: Arc<dyn SessionStore> = match config.session.store {
+            StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        };
+        Self::with_store(config, store)
+    }
+
+    pub fn with_store(config: Config, store: Arc<dyn SessionStore>) -> anyhow::Result<Self> {
+        let sessions = SessionManager::new(
+            store,
+            config.session.keys.clone(),
+            config.session.absolute_lifetime,
+            config.session.idle_timeout,
+        );
+        let oidc = Arc::new(OidcProvider::new(config.oidc.clone(), config.redirect_uri())?);
+        let proxy = Arc::new(proxy::Proxy::new(&config)?);
+        let csrf_exempt = Arc::new([
+            // The provider's browser redirect and its server-to-server call carry no CSRF token;
+            // each has its own proof (state + binding cookie, signed logout token).
+            format!("{}/callback", config.bff_prefix),
+            format!("{}/backchannel-logout", config.bff_prefix),
+        ]);
+        Ok(AppState {
+            config: Arc::new(config),
+            sessions,
+            oidc,
+            refresher: Refresher::default(),
+            proxy,
+            csrf_exempt,
+        })
+    }
+
+    pub fn csrf_exempt(&self, path: &str) -> bool {
+        self.csrf_exempt.iter().any(|p| p == path)
+    }
+}
+
+/// The whole HTTP stack.
+pub fn app(state: AppState) -> Router {
+    let hsts = state.config.server.public_origin.scheme == "https";
+    Router::new()
+        .nest(&state.config.bff_prefix, bff::router())
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .fallback(proxy::dispatch)
+        .layer(middleware::from_fn_with_state(state.clone(), csrf::require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), session::layer::load_session))
+        .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
+        .layer(middleware::from_fn_with_state(SecurityHeaders::new(hsts), http::security_headers::apply))
+        .layer(middleware::from_fn(telemetry::request_span))
+        .with_state(state)
+}

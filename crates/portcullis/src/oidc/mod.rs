@@ -1,0 +1,268 @@
+//! The OpenID Connect relying party: discovery, the authorization request, the code and refresh
+//! exchanges with strict ID token validation, and revocation.
+//!
+//! Built on the `openidconnect` crate (no hand-rolled JWT crypto). The provider's metadata is
+//! loaded in the background and reloaded on failure, so the gateway starts even while the
+//! provider is down and simply refuses logins (503) until it is back: fail closed.
+
+mod error;
+mod id_token;
+mod metadata;
+mod revoke;
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use openidconnect::{
+    AuthenticationFlow, AuthorizationCode, CsrfToken, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    TokenResponse,
+    core::{CoreAuthPrompt, CoreResponseType, CoreTokenResponse},
+};
+use tokio::sync::Mutex;
+use url::Url;
+
+pub use error::OidcError;
+pub use id_token::VerifiedIdToken;
+use metadata::Discovered;
+
+use crate::config::OidcConfig;
+
+/// Tokens from a successful exchange. Never leaves the server.
+#[derive(Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    /// Unix seconds; `None` when the provider did not say (`expires_in` absent).
+    pub access_expires_at: Option<u64>,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<VerifiedIdToken>,
+}
+
+/// What the authorization request needs from the caller (all single-use, random).
+#[derive(Debug)]
+pub struct AuthRequest<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub pkce_verifier: &'a str,
+    pub prompt_none: bool,
+}
+
+#[derive(Debug)]
+pub struct OidcProvider {
+    cfg: OidcConfig,
+    redirect_uri: RedirectUrl,
+    http: reqwest::Client,
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    /// Serializes JWKS re-fetches and remembers the last one, so unknown `kid`s cannot make us
+    /// hammer the provider.
+    last_jwks_fetch: Mutex<Option<tokio::time::Instant>>,
+}
+
+const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl OidcProvider {
+    pub fn new(cfg: OidcConfig, redirect_uri: String) -> Result<Self, OidcError> {
+        let http = reqwest::Client::builder()
+            // Never follow redirects from the provider's endpoints (SSRF, token leakage).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.http_timeout)
+            .connect_timeout(cfg.http_timeout)
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;
+        let redirect_uri =
+            RedirectUrl::new(redirect_uri).map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
+        Ok(OidcProvider {
+            cfg,
+            redirect_uri,
+            http,
+            discovered: RwLock::new(None),
+            last_jwks_fetch: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.cfg
+    }
+
+    /// `true` once the provider's metadata and keys are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn current(&self) -> Option<Arc<Discovered>> {
+        self.discovered.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn ready(&self) -> Result<Arc<Discovered>, OidcError> {
+        self.current().ok_or(OidcError::NotReady)
+    }
+
+    /// Fetches discovery metadata and the JWKS and swaps them in.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        let d = Discovered::load(&self.cfg, &self.redirect_uri, &self.http).await?;
+        *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(d));
+        Ok(())
+    }
+
+    /// Keeps trying discovery in the background until it succeeds (backoff 1 s → 30 s).
+    pub fn spawn_discovery(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                match me.discover().await {
+                    Ok(()) => {
+                        tracing::info!(issuer = %me.cfg.issuer, "OpenID Provider metadata loaded");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(issuer = %me.cfg.issuer, error = %e, retry_in = ?wait, "OpenID Provider discovery failed");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+
+    /// The URL the browser is sent to: Authorization Code flow with PKCE S256, state and nonce.
+    pub fn authorization_url(&self, req: &AuthRequest<'_>) -> Result<Url, OidcError> {
+        let d = self.ready()?;
+        let verifier = PkceCodeVerifier::new(req.pkce_verifier.to_owned());
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+        let state = req.state.to_owned();
+        let nonce = req.nonce.to_owned();
+        let mut auth = d.client.authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || Nonce::new(nonce),
+        );
+        for scope in self.cfg.scopes.iter().filter(|s| *s != "openid") {
+            auth = auth.add_scope(Scope::new(scope.clone()));
+        }
+        auth = auth.set_pkce_challenge(challenge);
+        for (k, v) in &self.cfg.extra_auth_params {
+            auth = auth.add_extra_param(k.clone(), v.clone());
+        }
+        if req.prompt_none {
+            auth = auth.add_prompt(CoreAuthPrompt::None);
+        }
+        Ok(auth.url().0)
+    }
+
+    /// Exchanges an authorization code (with the PKCE verifier) and validates the ID token
+    /// against the nonce sent in the authorization request (OIDC Core 3.1.3.7).
+    pub async fn exchange_code(&self, code: String, pkce_verifier: String, nonce: &str) -> Result<Tokens, OidcError> {
+        let d = self.ready()?;
+        let response = d
+            .client
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(error::from_token_request)?;
+        let raw = response
+            .id_token()
+            .ok_or_else(|| OidcError::InvalidIdToken("token response has no id_token".into()))?
+            .to_string();
+        let id_token = self.verify_id_token(&raw, Some(nonce), None).await?;
+        Ok(tokens(&response, Some(id_token)))
+    }
+
+    /// Uses a refresh token. A returned ID token must be valid and name the same `iss` and `sub`
+    /// as the session (OIDC Core 12.2).
+    pub async fn refresh(&self, refresh_token: &str, expected_sub: &str) -> Result<Tokens, OidcError> {
+        let d = self.ready()?;
+        let rt = RefreshToken::new(refresh_token.to_owned());
+        let response = d
+            .client
+            .exchange_refresh_token(&rt)
+            .request_async(&self.http)
+            .await
+            .map_err(error::from_token_request)?;
+        let id_token = match response.id_token() {
+            Some(t) => Some(self.verify_id_token(&t.to_string(), None, Some(expected_sub)).await?),
+            None => None,
+        };
+        Ok(tokens(&response, id_token))
+    }
+
+    async fn verify_id_token(
+        &self,
+        raw: &str,
+        nonce: Option<&str>,
+        expected_sub: Option<&str>,
+    ) -> Result<VerifiedIdToken, OidcError> {
+        let d = self.ready()?;
+        match id_token::verify(&d, &self.cfg, raw, nonce, expected_sub) {
+            Err(OidcError::UnknownSigningKey) => {
+                // The provider may have rotated its keys: re-read the JWKS once and retry.
+                let d = self.refetch_jwks(&d).await?;
+                id_token::verify(&d, &self.cfg, raw, nonce, expected_sub)
+            }
+            other => other,
+        }
+    }
+
+    async fn refetch_jwks(&self, seen: &Arc<Discovered>) -> Result<Arc<Discovered>, OidcError> {
+        let mut last = self.last_jwks_fetch.lock().await;
+        let current = self.ready()?;
+        if !Arc::ptr_eq(&current, seen) {
+            return Ok(current); // someone else refreshed while we waited
+        }
+        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_MIN_INTERVAL) {
+            return Err(OidcError::UnknownSigningKey);
+        }
+        *last = Some(tokio::time::Instant::now());
+        let fresh = Arc::new(current.with_refetched_jwks(&self.cfg, &self.http).await?);
+        *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&fresh));
+        tracing::info!("JWKS re-fetched after an unknown signing key");
+        Ok(fresh)
+    }
+
+    /// RFC 7009 revocation of a refresh token, when the provider offers it.
+    pub async fn revoke_refresh_token(&self, token: &str) -> Result<(), OidcError> {
+        let d = self.ready()?;
+        match &d.revocation_endpoint {
+            Some(endpoint) => revoke::revoke(&self.http, endpoint, &self.cfg, d.auth_basic, token).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The provider's end-session URL (RP-Initiated Logout 1.0) with `client_id` and
+    /// `post_logout_redirect_uri`; the ID token only with the dangerous opt-in.
+    pub fn end_session_url(&self, id_token: Option<&str>) -> Option<String> {
+        let d = self.current()?;
+        let mut url = d.end_session_endpoint.clone()?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &self.cfg.client_id);
+            q.append_pair("post_logout_redirect_uri", self.cfg.post_logout_redirect_uri.as_str());
+            if self.cfg.dangerous_send_id_token_hint_on_logout
+                && let Some(t) = id_token
+            {
+                q.append_pair("id_token_hint", t);
+            }
+        }
+        Some(url.into())
+    }
+}
+
+fn tokens(response: &CoreTokenResponse, id_token: Option<VerifiedIdToken>) -> Tokens {
+    Tokens {
+        access_token: response.access_token().secret().clone(),
+        access_expires_at: response.expires_in().map(|d| now_unix().saturating_add(d.as_secs())),
+        refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        id_token,
+    }
+}

@@ -1,0 +1,30 @@
+//! What a session holds. Serialized, then sealed; only ever in plaintext inside this process.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub sub: String,
+    pub iss: String,
+    /// The provider's session id (`sid`), for back-channel logout.
+    pub sid: Option<String>,
+    /// The ID token claims `/bff/session` may show (already filtered by `oidc.session_claims`).
+    pub user: Map<String, Value>,
+    pub csrf_token: String,
+    pub access_token: String,
+    pub access_expires_at: Option<u64>,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+    pub created_at: u64,
+    pub absolute_expires_at: u64,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("sub", &self.sub)
+            .field("absolute_expires_at", &self.absolute_expires_at)
+            .finish_non_exhaustive()
+    }
+}

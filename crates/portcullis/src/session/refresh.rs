@@ -1,0 +1,155 @@
+//! Access tokens that are about to expire are refreshed before use, single-flight per session:
+//! concurrent requests of one session wait for one refresh and share its result, and a rotated
+//! refresh token is stored before anyone else could use the old one.
+//!
+//! In-process, a per-session mutex orders the waiters; the store's lease lock does the same across
+//! instances sharing a store. After getting either, the record is re-read: whoever waited finds the
+//! fresh token and does not refresh again.
+
+use std::{sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use tokio::sync::Mutex;
+
+use super::{Session, SessionManager, SessionRecord};
+use crate::{
+    http::problem::ApiError,
+    oidc::{OidcError, OidcProvider, now_unix},
+    store::StoreKey,
+};
+
+const LOCK_LEASE: Duration = Duration::from_secs(30);
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default, Clone)]
+pub struct Refresher {
+    inflight: Arc<DashMap<StoreKey, Arc<Mutex<()>>>>,
+}
+
+/// `true` when the token expires within `skew`.
+pub fn needs_refresh(record: &SessionRecord, skew: Duration, now: u64) -> bool {
+    record
+        .access_expires_at
+        .is_some_and(|exp| exp <= now.saturating_add(skew.as_secs()))
+}
+
+impl Refresher {
+    /// Returns a usable access token for the session, refreshing it first if needed. A refresh the
+    /// provider refuses ends the session (401); a provider outage is 503 and keeps the session.
+    pub async fn access_token(
+        &self,
+        sessions: &SessionManager,
+        oidc: &OidcProvider,
+        session: &Session,
+    ) -> Result<String, ApiError> {
+        let skew = oidc.config().refresh_skew;
+        if !needs_refresh(&session.record, skew, now_unix()) {
+            return Ok(session.record.access_token.clone());
+        }
+        let mutex = Arc::clone(self.inflight.entry(session.key.clone()).or_default().value());
+        let result = {
+            let _local = mutex.lock().await;
+            self.refresh_locked(sessions, oidc, session, skew).await
+        };
+        drop(mutex);
+        self.inflight
+            .remove_if(&session.key, |_, m| Arc::strong_count(m) == 1);
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        sessions: &SessionManager,
+        oidc: &OidcProvider,
+        session: &Session,
+        skew: Duration,
+    ) -> Result<String, ApiError> {
+        let store = sessions.store();
+        let deadline = tokio::time::Instant::now() + LOCK_LEASE;
+        loop {
+            let current = reload(sessions, session).await?;
+            if !needs_refresh(&current.record, skew, now_unix()) {
+                return Ok(current.record.access_token);
+            }
+            match store.try_lock(&session.key, LOCK_LEASE).await.map_err(unavailable)? {
+                Some(token) => {
+                    let result = self.refresh_now(sessions, oidc, current).await;
+                    if let Err(e) = store.unlock(&session.key, &token).await {
+                        tracing::warn!(error = %e, "could not release the refresh lock; it expires with its lease");
+                    }
+                    return result;
+                }
+                None if tokio::time::Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
+                None => return Err(ApiError::Unavailable),
+            }
+        }
+    }
+
+    async fn refresh_now(
+        &self,
+        sessions: &SessionManager,
+        oidc: &OidcProvider,
+        mut current: Session,
+    ) -> Result<String, ApiError> {
+        // Re-check under the lock: another instance may have refreshed just before we got it.
+        let current_fresh = reload(sessions, &current).await?;
+        if !needs_refresh(&current_fresh.record, oidc.config().refresh_skew, now_unix()) {
+            return Ok(current_fresh.record.access_token);
+        }
+        current = current_fresh;
+        let Some(rt) = current.record.refresh_token.clone() else {
+            tracing::info!(sub = %current.record.sub, "access token expired and no refresh token: ending the session");
+            end(sessions, &current).await;
+            return Err(ApiError::Unauthenticated);
+        };
+        match oidc.refresh(&rt, &current.record.sub).await {
+            Ok(tokens) => {
+                current.record.access_token = tokens.access_token;
+                current.record.access_expires_at = tokens.access_expires_at;
+                if let Some(new_rt) = tokens.refresh_token {
+                    current.record.refresh_token = Some(new_rt);
+                }
+                if let Some(id) = tokens.id_token {
+                    current.record.id_token = Some(id.raw);
+                }
+                sessions.save(&current).await.map_err(|e| {
+                    tracing::error!(error = %e, "refreshed tokens could not be stored");
+                    ApiError::Unavailable
+                })?;
+                tracing::debug!(sub = %current.record.sub, "access token refreshed");
+                Ok(current.record.access_token)
+            }
+            Err(OidcError::Rejected(code)) | Err(OidcError::InvalidIdToken(code)) => {
+                tracing::info!(sub = %current.record.sub, reason = %code, "refresh refused: ending the session");
+                end(sessions, &current).await;
+                Err(ApiError::Unauthenticated)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refresh failed: provider unavailable");
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+}
+
+async fn reload(sessions: &SessionManager, session: &Session) -> Result<Session, ApiError> {
+    sessions
+        .reload(session)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "session store failure during refresh");
+            ApiError::Unavailable
+        })?
+        .ok_or(ApiError::Unauthenticated)
+}
+
+async fn end(sessions: &SessionManager, session: &Session) {
+    if let Err(e) = sessions.destroy(&session.key).await {
+        tracing::error!(error = %e, "could not delete an ended session");
+    }
+}
+
+fn unavailable(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "session store failure during refresh");
+    ApiError::Unavailable
+}

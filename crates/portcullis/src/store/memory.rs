@@ -1,0 +1,155 @@
+//! The embedded store: a sharded concurrent map in this process. The default for one instance.
+//!
+//! Expired entries are invisible at once (checked on read) and reclaimed by a background sweep
+//! that locks one shard at a time, so there is never a global pause.
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use super::{Entry, LockToken, SessionStore, StoreError, StoreKey};
+
+#[derive(Debug)]
+struct Slot {
+    value: Bytes,
+    expires_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    values: DashMap<StoreKey, Slot>,
+    locks: DashMap<StoreKey, (u128, Instant)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+impl MemoryStore {
+    /// Creates the store and, inside a Tokio runtime, its sweeper (which stops with the store).
+    pub fn new() -> Self {
+        let inner = Arc::new(Inner::default());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let weak = Arc::downgrade(&inner);
+            tokio::spawn(sweep(weak));
+        }
+        MemoryStore { inner }
+    }
+
+    /// Removes expired entries now (the sweeper does this periodically).
+    pub fn purge_expired(&self) {
+        purge(&self.inner);
+    }
+
+    /// Number of entries held, expired or not (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.inner.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.values.is_empty()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn purge(inner: &Inner) {
+    let now = Instant::now();
+    inner.values.retain(|_, s| s.expires_at > now);
+    inner.locks.retain(|_, (_, until)| *until > now);
+}
+
+async fn sweep(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match inner.upgrade() {
+            Some(inner) => purge(&inner),
+            None => return,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError> {
+        let now = Instant::now();
+        Ok(self.inner.values.get(key).and_then(|s| {
+            (s.expires_at > now).then(|| Entry {
+                value: s.value.clone(),
+                ttl: s.expires_at - now,
+            })
+        }))
+    }
+
+    async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        self.inner.values.insert(
+            key.clone(),
+            Slot {
+                value,
+                expires_at: Instant::now() + ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(match self.inner.values.get_mut(key) {
+            Some(mut s) if s.expires_at > now => {
+                s.expires_at = now + ttl;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .inner
+            .values
+            .remove(key)
+            .and_then(|(_, s)| (s.expires_at > now).then_some(s.value)))
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.inner.values.remove(key);
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &StoreKey, lease: Duration) -> Result<Option<LockToken>, StoreError> {
+        let now = Instant::now();
+        let token = u128::from_ne_bytes(
+            crate::crypto::random::bytes::<16>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+        let mut entry = self.inner.locks.entry(key.clone()).or_insert((0, now));
+        if entry.0 != 0 && entry.1 > now {
+            return Ok(None);
+        }
+        *entry = (token, now + lease);
+        Ok(Some(LockToken(token)))
+    }
+
+    async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
+        self.inner.locks.remove_if(key, |_, (t, _)| *t == token.0);
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

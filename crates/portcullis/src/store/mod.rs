@@ -1,0 +1,57 @@
+//! Session stores. A store sees only opaque, already-sealed bytes under opaque keys, with a TTL;
+//! sealing happens once, above every backend (see `crate::session`).
+
+mod memory;
+
+use std::{fmt, time::Duration};
+
+use bytes::Bytes;
+
+pub use memory::MemoryStore;
+
+/// A store key: a keyed hash, never the cookie's ticket (see `crate::session::ticket`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StoreKey(pub String);
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Safe to log: it cannot be turned back into a cookie. Shortened to keep logs readable.
+        write!(f, "StoreKey({}…)", &self.0[..self.0.len().min(12)])
+    }
+}
+
+/// A value with the time it has left before the store forgets it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Bytes,
+    pub ttl: Duration,
+}
+
+/// Proof of holding a lock; needed to release it, so a lock that expired and was taken by someone
+/// else is never released by the first holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockToken(pub u128);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The operations every backend offers. Implementations must be safe under concurrent use from
+/// many tasks (and, for shared backends, many instances).
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError>;
+    async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
+    /// Sets a new TTL without rewriting the value. `false` if the key is gone.
+    async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError>;
+    /// Atomically reads and deletes (single-use records such as login state).
+    async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError>;
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError>;
+    /// Takes a lease-bound lock, or `None` if someone else holds it.
+    async fn try_lock(&self, key: &StoreKey, lease: Duration) -> Result<Option<LockToken>, StoreError>;
+    async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError>;
+    /// Readiness probe.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

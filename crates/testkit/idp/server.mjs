@@ -1,0 +1,609 @@
+// OpenID Provider fixture for the Portcullis integration tests.
+//
+// oidc-provider (panva) 9.13.3 on 127.0.0.1, one confidential client, one test
+// user who signs in through a real HTML login form, and a few test-only
+// endpoints under /_test/ (counters, back-channel logout trigger).
+//
+// NOT FOR PRODUCTION: in-memory adapter, ephemeral keys, test credentials.
+// See ../README.md for the environment variables and the behaviour.
+
+import { randomBytes, generateKeyPairSync, timingSafeEqual, createHash } from 'node:crypto';
+import http from 'node:http';
+import * as querystring from 'node:querystring';
+
+import Provider from 'oidc-provider';
+
+// ---------------------------------------------------------------------------
+// Environment
+
+function list(value) {
+  return (value || '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function positiveInt(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) {
+    fail(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function fail(message) {
+  console.error(`idp: ${message}`);
+  process.exit(2);
+}
+
+const HOST = '127.0.0.1';
+const PORT = process.env.IDP_PORT ? Number(process.env.IDP_PORT) : 0;
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) fail('IDP_PORT must be a port number');
+
+const CLIENT_ID = process.env.IDP_CLIENT_ID || 'portcullis';
+const CLIENT_SECRET = process.env.IDP_CLIENT_SECRET || 'portcullis-secret';
+const REDIRECT_URIS = list(process.env.IDP_REDIRECT_URIS);
+if (REDIRECT_URIS.length === 0) fail('IDP_REDIRECT_URIS is required (comma-separated redirect URIs)');
+const POST_LOGOUT_REDIRECT_URIS = list(process.env.IDP_POST_LOGOUT_REDIRECT_URIS);
+const BACKCHANNEL_LOGOUT_URI = process.env.IDP_BACKCHANNEL_LOGOUT_URI || undefined;
+const ACCESS_TOKEN_TTL = positiveInt('IDP_ACCESS_TOKEN_TTL', 3600);
+const ID_TOKEN_TTL = 3600;
+const REFRESH_TOKEN_TTL = 24 * 60 * 60;
+
+const USER = process.env.IDP_USER || 'alice';
+const PASSWORD = process.env.IDP_PASSWORD || 'wonderland';
+const ACCOUNT = {
+  sub: USER,
+  name: process.env.IDP_USER_NAME || (USER === 'alice' ? 'Alice Liddell' : USER),
+  email: process.env.IDP_USER_EMAIL || `${USER}@example.test`,
+  email_verified: true,
+};
+
+// ---------------------------------------------------------------------------
+// Counters for GET /_test/stats (reset with POST /_test/reset-stats)
+
+function freshStats() {
+  return {
+    // token endpoint requests by grant_type (successful or not)
+    token_requests: {},
+    // token endpoint error responses by OAuth error code
+    token_errors: {},
+    // invalid_grant answers to grant_type=refresh_token
+    refresh_invalid_grant: 0,
+    // successful (200) requests to the revocation endpoint
+    revocations: 0,
+    // of those: how many found a refresh token / an access token to revoke
+    revoked_refresh_tokens: 0,
+    revoked_access_tokens: 0,
+    // grants revoked for any reason (revocation, refresh token reuse, logout)
+    grants_revoked: 0,
+    introspections: 0,
+    userinfo_requests: 0,
+    // authorization endpoint requests (GET/POST /auth, not the resume)
+    authorization_requests: 0,
+    // RP-initiated logouts completed at the end_session endpoint
+    end_sessions: 0,
+    // back-channel logout tokens delivered / failed
+    backchannel_logouts: 0,
+    backchannel_logout_errors: 0,
+    // login form submissions
+    logins: 0,
+    failed_logins: 0,
+  };
+}
+let stats = freshStats();
+
+function bump(map, key) {
+  map[key] = (map[key] || 0) + 1;
+}
+
+// sub -> Set of sids for which an authorization code was issued, so that
+// POST /_test/backchannel-logout can log a user out of every session.
+const sidsBySub = new Map();
+
+// ---------------------------------------------------------------------------
+// Provider configuration
+
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = {
+  ...privateKey.export({ format: 'jwk' }),
+  use: 'sig',
+  alg: 'RS256',
+  kid: `testkit-${randomBytes(6).toString('base64url')}`,
+};
+
+const client = {
+  client_id: CLIENT_ID,
+  client_secret: CLIENT_SECRET,
+  redirect_uris: REDIRECT_URIS,
+  post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+};
+if (BACKCHANNEL_LOGOUT_URI) {
+  client.backchannel_logout_uri = BACKCHANNEL_LOGOUT_URI;
+  client.backchannel_logout_session_required = true;
+}
+
+function isLoopbackUrl(url) {
+  try {
+    const { hostname } = new URL(url);
+    return hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]'
+      || hostname.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+  } catch {
+    return false;
+  }
+}
+
+function configuration() {
+  return {
+    clients: [client],
+    async findAccount(ctx, id) {
+      if (id !== ACCOUNT.sub) return undefined;
+      return {
+        accountId: id,
+        async claims() {
+          return { ...ACCOUNT };
+        },
+      };
+    },
+    claims: {
+      openid: ['sub', 'sid'],
+      profile: ['name'],
+      email: ['email', 'email_verified'],
+    },
+    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    // Put the scope's claims (name, email) into the ID token too, as most
+    // IdPs do; oidc-provider's default only puts them into /me.
+    conformIdTokenClaims: false,
+    pkce: {
+      required: () => true,
+    },
+    // A refresh token whenever the client may use the refresh_token grant:
+    // offline_access is not needed.
+    async issueRefreshToken(ctx, rpClient) {
+      return rpClient.grantTypeAllowed('refresh_token');
+    },
+    rotateRefreshToken: true,
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource,
+        postLogoutSuccessSource,
+      },
+      backchannelLogout: { enabled: true },
+    },
+    interactions: {
+      url(ctx, interaction) {
+        return `/interaction/${interaction.uid}`;
+      },
+    },
+    cookies: {
+      keys: [randomBytes(32).toString('base64url')],
+    },
+    jwks: { keys: [signingJwk] },
+    ttl: {
+      AccessToken: ACCESS_TOKEN_TTL,
+      IdToken: ID_TOKEN_TTL,
+      RefreshToken: REFRESH_TOKEN_TTL,
+      AuthorizationCode: 60,
+      Interaction: 600,
+      Session: 24 * 60 * 60,
+      Grant: 2 * 24 * 60 * 60,
+    },
+    // oidc-provider refuses to send back-channel logout tokens to special-use
+    // addresses (loopback included) since 9.x; every address in this fixture
+    // is loopback, so drop that protection for loopback URLs only.
+    fetch(url, options) {
+      if (isLoopbackUrl(String(url))) {
+        const { dispatcher: _ignored, ...rest } = options;
+        return globalThis.fetch(url, rest);
+      }
+      return globalThis.fetch(url, options);
+    },
+    renderError(ctx, out) {
+      ctx.type = 'html';
+      ctx.body = page('Error', `<h1>Error</h1>
+<p id="error">${esc(out.error)}</p>
+<p id="error_description">${esc(out.error_description || '')}</p>`);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// HTML
+
+function esc(value) {
+  return String(value ?? '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
+}
+
+function page(title, body) {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>${esc(title)}</title></head>
+<body>
+${body}
+</body>
+</html>
+`;
+}
+
+function loginPage(uid, { error, login } = {}) {
+  return page('Sign in', `<h1>Sign in</h1>
+${error ? `<p id="error" role="alert">${esc(error)}</p>\n` : ''}<form id="login" method="post" action="/interaction/${esc(uid)}/login">
+<label>Username <input type="text" name="login" value="${esc(login || '')}" autocomplete="username" autofocus required></label>
+<label>Password <input type="password" name="password" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button>
+</form>
+<p><a href="/interaction/${esc(uid)}/abort">Cancel</a></p>`);
+}
+
+async function logoutSource(ctx, form) {
+  // `form` is `<form id="op.logoutForm" method="post" action="..."><input
+  // type="hidden" name="xsrf" value="..."/></form>`: keep it and add the two
+  // submit buttons (the "yes" one sends logout=yes: end the IdP session).
+  ctx.type = 'html';
+  ctx.body = page('Sign out', `<h1>Sign out from ${esc(ctx.host)}?</h1>
+${form}
+<button type="submit" form="op.logoutForm" name="logout" value="yes" autofocus>Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button>`);
+}
+
+async function postLogoutSuccessSource(ctx) {
+  ctx.type = 'html';
+  ctx.body = page('Signed out', '<h1 id="signed-out">Signed out</h1>');
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const BODY_LIMIT = 64 * 1024;
+
+async function readForm(ctx) {
+  // ctx.is() is null for a request without a body, false for another type.
+  if (ctx.is('application/x-www-form-urlencoded', 'application/json') === false) {
+    ctx.throw(415, 'expected application/x-www-form-urlencoded or application/json');
+  }
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += chunk.length;
+    if (size > BODY_LIMIT) ctx.throw(413, 'request body too large');
+    chunks.push(chunk);
+  }
+  const raw = Buffer.concat(chunks).toString('utf8');
+  if (ctx.is('application/json')) {
+    try {
+      return raw ? JSON.parse(raw) : {};
+    } catch {
+      ctx.throw(400, 'invalid JSON');
+    }
+  }
+  return querystring.parse(raw);
+}
+
+function first(value) {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function safeEqual(a, b) {
+  if (typeof a !== 'string' || typeof b !== 'string') return false;
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb) && a === b;
+}
+
+async function grantConsent(provider, details) {
+  const { prompt, params, session, grantId } = details;
+  let grant = grantId ? await provider.Grant.find(grantId) : undefined;
+  if (!grant) {
+    grant = new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+  }
+  const d = prompt.details || {};
+  if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+  if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+  if (d.missingResourceScopes) {
+    for (const [indicator, scopes] of Object.entries(d.missingResourceScopes)) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+  }
+  return { consent: { grantId: await grant.save() } };
+}
+
+async function finish(provider, ctx, result) {
+  const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, {
+    mergeWithLastSubmission: false,
+  });
+  ctx.status = 303;
+  ctx.redirect(returnTo);
+}
+
+function json(ctx, status, body) {
+  ctx.status = status;
+  ctx.type = 'json';
+  ctx.body = body;
+}
+
+// ---------------------------------------------------------------------------
+// Koa middleware in front of oidc-provider's own routes
+
+function interactionRoutes(provider) {
+  return async (ctx, next) => {
+    const m = /^\/interaction\/([\w-]+)(?:\/(login|confirm|abort))?$/.exec(ctx.path);
+    if (!m) return next();
+    const [, uid, action] = m;
+    ctx.set('cache-control', 'no-store');
+
+    let details;
+    try {
+      details = await provider.interactionDetails(ctx.req, ctx.res);
+    } catch (err) {
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = page('Error', `<h1>Error</h1><p id="error">${esc(err.message)}</p>`);
+      console.error(`interaction ${uid}: ${err.message}`);
+      return undefined;
+    }
+    if (details.uid !== uid) {
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = page('Error', '<h1>Error</h1><p id="error">interaction mismatch</p>');
+      return undefined;
+    }
+    const { prompt } = details;
+
+    if (action === 'abort' && ctx.method === 'GET') {
+      return finish(provider, ctx, {
+        error: 'access_denied',
+        error_description: 'End-User aborted interaction',
+      });
+    }
+
+    if (prompt.name === 'login') {
+      if (!action && ctx.method === 'GET') {
+        ctx.type = 'html';
+        ctx.body = loginPage(uid);
+        return undefined;
+      }
+      if (action === 'login' && ctx.method === 'POST') {
+        const form = await readForm(ctx);
+        const login = first(form.login);
+        const password = first(form.password);
+        // Evaluate both comparisons: no early exit on the user name.
+        const userOk = safeEqual(login, USER);
+        const passwordOk = safeEqual(password, PASSWORD);
+        if (!(userOk && passwordOk)) {
+          stats.failed_logins += 1;
+          ctx.status = 401;
+          ctx.type = 'html';
+          ctx.body = loginPage(uid, { error: 'Invalid username or password.', login });
+          return undefined;
+        }
+        stats.logins += 1;
+        return finish(provider, ctx, { login: { accountId: ACCOUNT.sub } });
+      }
+    } else if (prompt.name === 'consent') {
+      // Consent is granted automatically, on GET of the interaction page or
+      // on POST /interaction/:uid/confirm.
+      if ((!action && ctx.method === 'GET') || (action === 'confirm' && ctx.method === 'POST')) {
+        if (ctx.method === 'POST') await readForm(ctx);
+        return finish(provider, ctx, await grantConsent(provider, details));
+      }
+    } else {
+      return finish(provider, ctx, {
+        error: 'access_denied',
+        error_description: `unsupported prompt ${prompt.name}`,
+      });
+    }
+
+    ctx.status = 405;
+    ctx.type = 'html';
+    ctx.body = page('Error', `<h1>Error</h1><p id="error">${esc(ctx.method)} not allowed here for prompt ${esc(prompt.name)}</p>`);
+    return undefined;
+  };
+}
+
+function testRoutes(provider) {
+  return async (ctx, next) => {
+    if (!ctx.path.startsWith('/_test/')) return next();
+    ctx.set('cache-control', 'no-store');
+
+    if (ctx.path === '/_test/stats' && ctx.method === 'GET') {
+      return json(ctx, 200, stats);
+    }
+    if (ctx.path === '/_test/reset-stats' && ctx.method === 'POST') {
+      stats = freshStats();
+      ctx.status = 204;
+      return undefined;
+    }
+    if (ctx.path === '/_test/backchannel-logout' && ctx.method === 'POST') {
+      // Deliver back-channel logout tokens to the client's registered
+      // backchannel_logout_uri, as the IdP would when the user's session ends
+      // there. Body (form or JSON): sub (default: the test user), sid
+      // (optional; default: every sid issued to sub so far).
+      const rp = await provider.Client.find(CLIENT_ID);
+      if (!rp?.backchannelLogoutUri) {
+        return json(ctx, 409, { error: 'no backchannel_logout_uri registered (set IDP_BACKCHANNEL_LOGOUT_URI)' });
+      }
+      const form = await readForm(ctx);
+      const sub = first(form.sub) || ACCOUNT.sub;
+      const sids = form.sid ? [first(form.sid)] : [...(sidsBySub.get(sub) || [])];
+      if (sids.length === 0) sids.push(undefined);
+      const results = [];
+      for (const sid of sids) {
+        try {
+          await rp.backchannelLogout(sub, sid);
+          stats.backchannel_logouts += 1;
+          results.push({ sid: sid ?? null, delivered: true });
+        } catch (err) {
+          stats.backchannel_logout_errors += 1;
+          console.error(`backchannel logout to ${rp.backchannelLogoutUri} failed: ${err.message}`);
+          results.push({ sid: sid ?? null, delivered: false, error: err.message });
+        }
+      }
+      return json(ctx, results.every((r) => r.delivered) ? 200 : 502, { sub, results });
+    }
+    return json(ctx, 404, { error: 'not_found' });
+  };
+}
+
+// Errors thrown by the fixture's own middleware (oidc-provider's routes have
+// their own handler): log them, answer with a small JSON error.
+function errorsToStderr() {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      const status = err.status || err.statusCode || 500;
+      if (status >= 500) {
+        console.error(`fixture error on ${ctx.method} ${ctx.path}:`, err);
+      } else {
+        console.error(`fixture error on ${ctx.method} ${ctx.path}: ${status} ${err.message}`);
+      }
+      ctx.status = status;
+      ctx.type = 'json';
+      ctx.body = { error: status >= 500 ? 'server_error' : 'invalid_request', error_description: err.expose ? err.message : undefined };
+    }
+  };
+}
+
+// Counts requests per oidc-provider route once they have been answered.
+function counters() {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      let route;
+      try {
+        route = ctx.oidc?.route;
+      } catch {
+        route = undefined;
+      }
+      if (route === 'token') {
+        let grantType;
+        try {
+          grantType = first(ctx.oidc.params?.grant_type) ?? first(ctx.oidc.body?.grant_type);
+        } catch {
+          grantType = undefined;
+        }
+        grantType = typeof grantType === 'string' ? grantType : 'unknown';
+        bump(stats.token_requests, grantType);
+        const error = ctx.status >= 400 && ctx.body && typeof ctx.body === 'object' ? ctx.body.error : undefined;
+        if (error) {
+          bump(stats.token_errors, error);
+          if (grantType === 'refresh_token' && error === 'invalid_grant') stats.refresh_invalid_grant += 1;
+        }
+      } else if (route === 'revocation' && ctx.status === 200) {
+        stats.revocations += 1;
+        const entities = ctx.oidc.entities || {};
+        if (entities.RefreshToken) stats.revoked_refresh_tokens += 1;
+        if (entities.AccessToken) stats.revoked_access_tokens += 1;
+      } else if (route === 'introspection') {
+        stats.introspections += 1;
+      } else if (route === 'userinfo') {
+        stats.userinfo_requests += 1;
+      } else if (route === 'authorization') {
+        stats.authorization_requests += 1;
+      }
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Start: listen first (port 0 = any free port), then build the provider with
+// the issuer that contains the actual port.
+
+const server = http.createServer((req, res) => {
+  res.statusCode = 503;
+  res.end('starting');
+});
+
+server.on('error', (err) => fail(`listen failed: ${err.message}`));
+
+server.listen(PORT, HOST, () => {
+  const { port } = server.address();
+  const issuer = `http://${HOST}:${port}`;
+  const provider = new Provider(issuer, configuration());
+  // The fixture runs on plain http on loopback: no proxy in front of it.
+  provider.proxy = false;
+
+  provider.use(errorsToStderr());
+  provider.use(testRoutes(provider));
+  provider.use(counters());
+  provider.use(interactionRoutes(provider));
+
+  provider.on('authorization_code.saved', (code) => {
+    if (code.sid && code.accountId) {
+      if (!sidsBySub.has(code.accountId)) sidsBySub.set(code.accountId, new Set());
+      sidsBySub.get(code.accountId).add(code.sid);
+    }
+  });
+  provider.on('grant.revoked', () => {
+    stats.grants_revoked += 1;
+  });
+  provider.on('end_session.success', () => {
+    stats.end_sessions += 1;
+  });
+  provider.on('backchannel.success', () => {
+    stats.backchannel_logouts += 1;
+  });
+  provider.on('backchannel.error', (ctx, err, rp) => {
+    stats.backchannel_logout_errors += 1;
+    console.error(`backchannel.error ${rp?.backchannelLogoutUri}: ${err.message}`);
+  });
+
+  // Errors, never tokens: messages and OAuth error codes only.
+  const describe = (ctx, err) => `${ctx?.method ?? ''} ${ctx?.path ?? ''}: ${err.error || err.name}: ${err.error_description || err.message}${err.error_detail ? ` (${err.error_detail})` : ''}`;
+  for (const event of [
+    'authorization.error',
+    'grant.error',
+    'revocation.error',
+    'introspection.error',
+    'userinfo.error',
+    'end_session.error',
+    'end_session_confirm.error',
+    'discovery.error',
+    'jwks.error',
+  ]) {
+    provider.on(event, (ctx, err) => console.error(`${event} ${describe(ctx, err)}`));
+  }
+  provider.on('server_error', (ctx, err) => console.error(`server_error ${ctx?.method} ${ctx?.path}`, err));
+
+  server.removeAllListeners('request');
+  server.on('request', provider.callback());
+
+  console.error(`listening on ${issuer} client_id=${CLIENT_ID} redirect_uris=${REDIRECT_URIS.join(' ')}`);
+  // The one line on stdout: the Rust side waits for it.
+  process.stdout.write(`IDP_READY ${issuer}\n`);
+});
+
+function shutdown() {
+  server.close(() => process.exit(0));
+  server.closeAllConnections?.();
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, shutdown);
+}
+
+// When started by the Rust testkit (IDP_EXIT_ON_STDIN_CLOSE=1) stdin is a pipe
+// held by the test process: exit as soon as it closes, so the IdP dies with
+// the test even when the test process is killed.
+if (process.env.IDP_EXIT_ON_STDIN_CLOSE === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('close', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}

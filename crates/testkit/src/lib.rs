@@ -1,0 +1,35 @@
+//! Test fixtures for Portcullis that start **real** processes and servers on
+//! loopback:
+//!
+//! - [`idp`]: an OpenID Provider (oidc-provider 9.13.3 on Node.js) with one
+//!   confidential client and a test user who signs in through an HTML form;
+//! - [`upstream`]: a recording HTTP upstream;
+//! - [`browser`]: a cookie-keeping HTTP client that acts like a browser
+//!   (manual redirects, `__Host-`/`Secure`/`SameSite` rules, form login);
+//! - [`cookies`]: the cookie jar behind it;
+//! - [`free_port`].
+//!
+//! See `crates/testkit/README.md`.
+
+pub mod browser;
+pub mod cookies;
+pub mod html;
+pub mod idp;
+pub mod upstream;
+
+pub use browser::{Browser, LoginOutcome, Response};
+pub use idp::{Idp, IdpOptions, Stats};
+pub use upstream::{RecordedRequest, RecordingUpstream};
+
+/// A port that was free on 127.0.0.1 a moment ago (bind `127.0.0.1:0`, read
+/// the port, close). Another process may take it before you bind it again:
+/// where possible bind your listener first and pass the port along instead.
+///
+/// # Panics
+/// If no loopback port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to find a free port")
+}

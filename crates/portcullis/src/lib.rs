@@ -20,6 +20,7 @@ pub mod oidc;
 pub mod proxy;
 pub mod server;
 pub mod session;
+mod static_files;
 pub mod store;
 mod telemetry;
 

@@ -59,10 +59,9 @@ impl Response {
 
     /// The raw `Set-Cookie` value that sets cookie `name`, if any.
     pub fn set_cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies().into_iter().find(|sc| {
-            sc.split_once('=')
-                .is_some_and(|(n, _)| n.trim() == name)
-        })
+        self.set_cookies()
+            .into_iter()
+            .find(|sc| sc.split_once('=').is_some_and(|(n, _)| n.trim() == name))
     }
 
     /// The body as text (lossy UTF-8).
@@ -225,8 +224,14 @@ impl Browser {
         {
             hs.push(("origin", &origin));
         }
-        self.send(method, url, &hs, body.into(), std::slice::from_ref(&initiator))
-            .await
+        self.send(
+            method,
+            url,
+            &hs,
+            body.into(),
+            std::slice::from_ref(&initiator),
+        )
+        .await
     }
 
     /// `POST` an `application/x-www-form-urlencoded` body.
@@ -295,7 +300,9 @@ impl Browser {
                 ),
                 _ => Method::GET,
             };
-            let resp = self.send(method, next.clone(), &[], Bytes::new(), &chain_urls).await?;
+            let resp = self
+                .send(method, next.clone(), &[], Bytes::new(), &chain_urls)
+                .await?;
             chain_urls.push(next);
             out.push(resp);
         }
@@ -501,9 +508,16 @@ impl Browser {
                     return Ok((next, resp.url));
                 }
                 if matches!(resp.status.as_u16(), 307 | 308) && resp.method != Method::GET {
-                    bail!("{} {} answered {}: cannot replay the request body", resp.method, resp.url, resp.status);
+                    bail!(
+                        "{} {} answered {}: cannot replay the request body",
+                        resp.method,
+                        resp.url,
+                        resp.status
+                    );
                 }
-                resp = self.send(Method::GET, next.clone(), &[], Bytes::new(), &chain).await?;
+                resp = self
+                    .send(Method::GET, next.clone(), &[], Bytes::new(), &chain)
+                    .await?;
                 chain.push(next);
                 continue;
             }
@@ -518,22 +532,25 @@ impl Browser {
                         .append_pair("password", password)
                         .finish();
                     login_posted = true;
-                    resp = self.submit(&resp.url, action.clone(), body, &chain).await?;
-                    chain.push(action);
+                    let page = resp.url.clone();
+                    resp = self.submit(&page, action.clone(), body).await?;
+                    // A form submission is a new navigation initiated by the IdP's page.
+                    chain = vec![page, action];
                     continue;
                 }
-                if let Some(form) = forms
-                    .iter()
-                    .find(|f| f.method == "POST" && f.action.as_deref().is_some_and(|a| a.contains("/confirm")))
-                {
+                if let Some(form) = forms.iter().find(|f| {
+                    f.method == "POST"
+                        && f.action.as_deref().is_some_and(|a| a.contains("/confirm"))
+                }) {
                     // Consent (or any confirmation) form: submit its hidden
                     // fields as they are.
                     let action = form_action(&resp.url, form)?;
                     let body = url::form_urlencoded::Serializer::new(String::new())
                         .extend_pairs(form.hidden_fields())
                         .finish();
-                    resp = self.submit(&resp.url, action.clone(), body, &chain).await?;
-                    chain.push(action);
+                    let page = resp.url.clone();
+                    resp = self.submit(&page, action.clone(), body).await?;
+                    chain = vec![page, action];
                     continue;
                 }
             }
@@ -565,11 +582,10 @@ impl Browser {
         page: &Url,
         action: Url,
         body: String,
-        chain: &[Url],
     ) -> anyhow::Result<Response> {
         let origin = page.origin().ascii_serialization();
-        let mut ctx_chain = chain.to_vec();
-        ctx_chain.push(page.clone());
+        // The initiator is the page itself, whatever redirects led to it (as in browsers).
+        let ctx_chain = vec![page.clone()];
         self.send(
             Method::POST,
             action,
@@ -602,7 +618,9 @@ impl Browser {
                 if next.origin() != idp_origin {
                     return Ok(Some(next.to_string()));
                 }
-                resp = self.send(Method::GET, next.clone(), &[], Bytes::new(), &chain).await?;
+                resp = self
+                    .send(Method::GET, next.clone(), &[], Bytes::new(), &chain)
+                    .await?;
                 chain.push(next);
                 continue;
             }
@@ -632,8 +650,9 @@ impl Browser {
             let body = url::form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(fields)
                 .finish();
-            resp = self.submit(&resp.url, action.clone(), body, &chain).await?;
-            chain.push(action);
+            let page = resp.url.clone();
+            resp = self.submit(&page, action.clone(), body).await?;
+            chain = vec![page, action];
         }
         bail!("logout did not finish within {MAX_LOGIN_STEPS} steps")
     }
@@ -688,9 +707,7 @@ fn is_callback(next: &Url, redirect_uri: Option<&Url>) -> bool {
         }
         None => {
             next.path().ends_with("/callback")
-                && next
-                    .query_pairs()
-                    .any(|(k, _)| k == "code" || k == "error")
+                && next.query_pairs().any(|(k, _)| k == "code" || k == "error")
         }
     }
 }

@@ -596,7 +596,7 @@ pub fn parse_cookie_date(input: &str) -> Option<SystemTime> {
         if day.is_none()
             && let Some(d) = leading_digits(token, 1, 2)
         {
-            day = Some(u32::try_from(d).ok()?);
+            day = Some(d);
             continue;
         }
         if month.is_none() && token.len() >= 3 {

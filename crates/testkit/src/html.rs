@@ -77,7 +77,8 @@ pub fn forms(html: &str) -> Vec<Form> {
         out.push(Form {
             id: get(&attrs, "id"),
             action: get(&attrs, "action"),
-            method: get(&attrs, "method").map_or_else(|| "GET".to_owned(), |m| m.to_ascii_uppercase()),
+            method: get(&attrs, "method")
+                .map_or_else(|| "GET".to_owned(), |m| m.to_ascii_uppercase()),
             inputs,
         });
         pos = body_end;
@@ -215,10 +216,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id.as_deref(), Some("login"));
         assert_eq!(f[0].method, "POST");
-        assert_eq!(
-            f[0].action.as_deref(),
-            Some("/interaction/abc-DEF_1/login")
-        );
+        assert_eq!(f[0].action.as_deref(), Some("/interaction/abc-DEF_1/login"));
         assert!(f[0].has_input("login"));
         assert!(f[0].has_input("password"));
     }

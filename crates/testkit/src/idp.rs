@@ -180,7 +180,9 @@ impl Idp {
             .chain(&options.post_logout_redirect_uris)
         {
             if uri.contains(',') || uri.trim() != uri || uri.is_empty() {
-                bail!("redirect URI {uri:?} must be non-empty, without commas or surrounding spaces");
+                bail!(
+                    "redirect URI {uri:?} must be non-empty, without commas or surrounding spaces"
+                );
             }
         }
         if options.access_token_ttl_secs == 0 {
@@ -237,7 +239,9 @@ impl Idp {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[idp] {line}");
-                let mut t = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut t = tail
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if t.len() == STDERR_TAIL_LINES {
                     t.pop_front();
                 }
@@ -456,7 +460,8 @@ impl Idp {
 static NODE_MODULES: OnceCell<()> = OnceCell::const_new();
 
 fn node_modules_installed(dir: &Path) -> bool {
-    dir.join("node_modules/oidc-provider/package.json").is_file()
+    dir.join("node_modules/oidc-provider/package.json")
+        .is_file()
         && dir.join("node_modules/.package-lock.json").is_file()
 }
 
@@ -491,7 +496,10 @@ fn install_locked(dir: &Path) -> anyhow::Result<()> {
     if node_modules_installed(dir) {
         return Ok(());
     }
-    eprintln!("[idp] node_modules missing: running npm ci in {}", dir.display());
+    eprintln!(
+        "[idp] node_modules missing: running npm ci in {}",
+        dir.display()
+    );
     let out = std::process::Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)

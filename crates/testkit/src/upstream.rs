@@ -266,11 +266,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.lock().push(recorded);
     shared.arrived.notify_waiters();
 
-    let json_body = || {
-        Bytes::from(
-            serde_json::json!({"ok": true, "path": path, "method": method}).to_string(),
-        )
-    };
+    let json_body =
+        || Bytes::from(serde_json::json!({"ok": true, "path": path, "method": method}).to_string());
 
     if path.ends_with("/slow") {
         let delay = *shared

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use testkit::cookies::{
-    CookieJar, CookieRejected, PortScope, SameSite, SameSiteContext, Stored,
-};
+use testkit::cookies::{CookieJar, CookieRejected, PortScope, SameSite, SameSiteContext, Stored};
 use url::Url;
 
 fn u(s: &str) -> Url {
@@ -42,14 +40,21 @@ fn host_prefixed_session_cookie_is_accepted_over_loopback_http() {
     );
 
     // localhost and ::1 are secure contexts too.
-    for origin in ["http://localhost:3000", "http://[::1]:3000", "http://app.localhost:1"] {
+    for origin in [
+        "http://localhost:3000",
+        "http://[::1]:3000",
+        "http://app.localhost:1",
+    ] {
         let mut jar = CookieJar::new();
         assert_eq!(
             jar.store(&u(&format!("{origin}/")), "__Host-a=1; Secure; Path=/"),
             Ok(Stored::Stored),
             "{origin}"
         );
-        assert_eq!(header(&jar, &format!("{origin}/x")), Some("__Host-a=1".to_owned()));
+        assert_eq!(
+            header(&jar, &format!("{origin}/x")),
+            Some("__Host-a=1".to_owned())
+        );
     }
 }
 
@@ -57,8 +62,14 @@ fn host_prefixed_session_cookie_is_accepted_over_loopback_http() {
 fn prefixes_and_secure_are_enforced() {
     let mut jar = CookieJar::new();
     let gw = u(&format!("{GATEWAY}/"));
-    assert_eq!(jar.store(&gw, "__Host-a=1; Path=/"), Err(CookieRejected::HostPrefix));
-    assert_eq!(jar.store(&gw, "__Host-a=1; Secure"), Err(CookieRejected::HostPrefix));
+    assert_eq!(
+        jar.store(&gw, "__Host-a=1; Path=/"),
+        Err(CookieRejected::HostPrefix)
+    );
+    assert_eq!(
+        jar.store(&gw, "__Host-a=1; Secure"),
+        Err(CookieRejected::HostPrefix)
+    );
     assert_eq!(
         jar.store(&gw, "__Host-a=1; Secure; Path=/app"),
         Err(CookieRejected::HostPrefix)
@@ -67,8 +78,14 @@ fn prefixes_and_secure_are_enforced() {
         jar.store(&gw, "__Host-a=1; Secure; Path=/; Domain=127.0.0.1"),
         Err(CookieRejected::HostPrefix)
     );
-    assert_eq!(jar.store(&gw, "__host-a=1; Path=/"), Err(CookieRejected::HostPrefix));
-    assert_eq!(jar.store(&gw, "__Secure-b=1"), Err(CookieRejected::SecurePrefix));
+    assert_eq!(
+        jar.store(&gw, "__host-a=1; Path=/"),
+        Err(CookieRejected::HostPrefix)
+    );
+    assert_eq!(
+        jar.store(&gw, "__Secure-b=1"),
+        Err(CookieRejected::SecurePrefix)
+    );
     assert_eq!(jar.store(&gw, "__Secure-b=1; Secure"), Ok(Stored::Stored));
     assert_eq!(
         jar.store(&gw, "n=1; SameSite=None"),
@@ -77,31 +94,49 @@ fn prefixes_and_secure_are_enforced() {
 
     // A non-loopback http origin is not secure.
     let plain = u("http://app.example.test/");
-    assert_eq!(jar.store(&plain, "s=1; Secure"), Err(CookieRejected::InsecureOrigin));
+    assert_eq!(
+        jar.store(&plain, "s=1; Secure"),
+        Err(CookieRejected::InsecureOrigin)
+    );
     assert_eq!(
         jar.store(&plain, "__Host-a=1; Secure; Path=/"),
         Err(CookieRejected::InsecureOrigin)
     );
-    assert_eq!(jar.store(&u("https://app.example.test/"), "s=1; Secure"), Ok(Stored::Stored));
+    assert_eq!(
+        jar.store(&u("https://app.example.test/"), "s=1; Secure"),
+        Ok(Stored::Stored)
+    );
     // ... and Secure cookies are not sent to it.
     assert_eq!(header(&jar, "http://app.example.test/"), None);
-    assert_eq!(header(&jar, "https://app.example.test/"), Some("s=1".to_owned()));
+    assert_eq!(
+        header(&jar, "https://app.example.test/"),
+        Some("s=1".to_owned())
+    );
 }
 
 #[test]
 fn max_age_zero_and_past_expires_delete() {
     let mut jar = CookieJar::new();
     let gw = u(&format!("{GATEWAY}/"));
-    jar.store(&gw, "__Host-SessionID=abc; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=28800")
-        .expect("stored");
+    jar.store(
+        &gw,
+        "__Host-SessionID=abc; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=28800",
+    )
+    .expect("stored");
     jar.store(&gw, "other=1; Path=/").expect("stored");
     assert_eq!(jar.len(), 2);
     assert_eq!(
-        jar.store(&gw, "__Host-SessionID=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        jar.store(
+            &gw,
+            "__Host-SessionID=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        ),
         Ok(Stored::Deleted)
     );
     assert!(jar.get("__Host-SessionID").is_none());
-    assert_eq!(header(&jar, &format!("{GATEWAY}/")), Some("other=1".to_owned()));
+    assert_eq!(
+        header(&jar, &format!("{GATEWAY}/")),
+        Some("other=1".to_owned())
+    );
 
     assert_eq!(
         jar.store(&gw, "other=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
@@ -115,28 +150,42 @@ fn max_age_zero_and_past_expires_delete() {
     assert_eq!(jar.len(), 1);
 
     // Max-Age wins over Expires.
-    jar.store(&gw, "m=1; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
-        .expect("stored");
+    jar.store(
+        &gw,
+        "m=1; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+    )
+    .expect("stored");
     assert!(jar.get("m").is_some());
-    jar.store(&gw, "m=1; Max-Age=-1; Expires=Fri, 01 Jan 2100 00:00:00 GMT")
-        .expect("processed");
+    jar.store(
+        &gw,
+        "m=1; Max-Age=-1; Expires=Fri, 01 Jan 2100 00:00:00 GMT",
+    )
+    .expect("processed");
     assert!(jar.get("m").is_none());
 
     // Expiry by time passing.
     let now = SystemTime::now();
     jar.store_at(&gw, "t=1; Max-Age=10", now).expect("stored");
     assert_eq!(
-        jar.matching(&u(&format!("{GATEWAY}/")), SameSiteContext::SameSite, now + Duration::from_secs(5))
-            .iter()
-            .filter(|c| c.name == "t")
-            .count(),
+        jar.matching(
+            &u(&format!("{GATEWAY}/")),
+            SameSiteContext::SameSite,
+            now + Duration::from_secs(5)
+        )
+        .iter()
+        .filter(|c| c.name == "t")
+        .count(),
         1
     );
     assert_eq!(
-        jar.matching(&u(&format!("{GATEWAY}/")), SameSiteContext::SameSite, now + Duration::from_secs(11))
-            .iter()
-            .filter(|c| c.name == "t")
-            .count(),
+        jar.matching(
+            &u(&format!("{GATEWAY}/")),
+            SameSiteContext::SameSite,
+            now + Duration::from_secs(11)
+        )
+        .iter()
+        .filter(|c| c.name == "t")
+        .count(),
         0
     );
 }
@@ -158,8 +207,14 @@ fn paths_match_on_segment_boundaries() {
         header(&jar, &format!("{GATEWAY}/bff")),
         Some("login=1; dflt=1; root=1".to_owned())
     );
-    assert_eq!(header(&jar, &format!("{GATEWAY}/bffx")), Some("root=1".to_owned()));
-    assert_eq!(header(&jar, &format!("{GATEWAY}/api/bff")), Some("root=1".to_owned()));
+    assert_eq!(
+        header(&jar, &format!("{GATEWAY}/bffx")),
+        Some("root=1".to_owned())
+    );
+    assert_eq!(
+        header(&jar, &format!("{GATEWAY}/api/bff")),
+        Some("root=1".to_owned())
+    );
 
     // Same name, different paths: two cookies.
     jar.store(&gw, "login=2; Path=/").expect("stored");
@@ -178,27 +233,39 @@ fn paths_match_on_segment_boundaries() {
 #[test]
 fn hosts_ports_and_domains() {
     let mut jar = CookieJar::new();
-    jar.store(&u("http://127.0.0.1:1000/"), "a=1; Path=/").expect("stored");
+    jar.store(&u("http://127.0.0.1:1000/"), "a=1; Path=/")
+        .expect("stored");
     // Per-port by default.
-    assert_eq!(header(&jar, "http://127.0.0.1:1000/"), Some("a=1".to_owned()));
+    assert_eq!(
+        header(&jar, "http://127.0.0.1:1000/"),
+        Some("a=1".to_owned())
+    );
     assert_eq!(header(&jar, "http://127.0.0.1:2000/"), None);
     assert_eq!(header(&jar, "http://localhost:1000/"), None);
 
     let mut real = CookieJar::with_port_scope(PortScope::IgnorePort);
-    real.store(&u("http://127.0.0.1:1000/"), "a=1; Path=/").expect("stored");
-    assert_eq!(header(&real, "http://127.0.0.1:2000/"), Some("a=1".to_owned()));
+    real.store(&u("http://127.0.0.1:1000/"), "a=1; Path=/")
+        .expect("stored");
+    assert_eq!(
+        header(&real, "http://127.0.0.1:2000/"),
+        Some("a=1".to_owned())
+    );
     assert_eq!(header(&real, "http://localhost:1000/"), None);
 
     // Domain cookies.
     let mut jar = CookieJar::with_port_scope(PortScope::IgnorePort);
     let app = u("https://app.example.test/");
-    jar.store(&app, "d=1; Domain=.example.test; Path=/").expect("stored");
+    jar.store(&app, "d=1; Domain=.example.test; Path=/")
+        .expect("stored");
     jar.store(&app, "h=1; Path=/").expect("stored");
     assert_eq!(
         header(&jar, "https://api.example.test/"),
         Some("d=1".to_owned())
     );
-    assert_eq!(header(&jar, "https://app.example.test/"), Some("d=1; h=1".to_owned()));
+    assert_eq!(
+        header(&jar, "https://app.example.test/"),
+        Some("d=1; h=1".to_owned())
+    );
     assert!(matches!(
         jar.store(&app, "x=1; Domain=other.test"),
         Err(CookieRejected::DomainMismatch(_))
@@ -216,26 +283,47 @@ fn hosts_ports_and_domains() {
 fn same_site_contexts() {
     let mut jar = CookieJar::new();
     let gw = u(&format!("{GATEWAY}/"));
-    jar.store(&gw, "strict=1; Secure; SameSite=Strict; Path=/").expect("stored");
-    jar.store(&gw, "lax=1; SameSite=Lax; Path=/").expect("stored");
+    jar.store(&gw, "strict=1; Secure; SameSite=Strict; Path=/")
+        .expect("stored");
+    jar.store(&gw, "lax=1; SameSite=Lax; Path=/")
+        .expect("stored");
     jar.store(&gw, "dflt=1; Path=/").expect("stored");
-    jar.store(&gw, "none=1; Secure; SameSite=None; Path=/").expect("stored");
+    jar.store(&gw, "none=1; Secure; SameSite=None; Path=/")
+        .expect("stored");
     let names = |ctx| {
         jar.matching(&gw, ctx, SystemTime::now())
             .iter()
             .map(|c| c.name.clone())
             .collect::<Vec<_>>()
     };
-    assert_eq!(names(SameSiteContext::SameSite), ["strict", "lax", "dflt", "none"]);
-    assert_eq!(names(SameSiteContext::CrossSiteLaxAllowed), ["lax", "dflt", "none"]);
+    assert_eq!(
+        names(SameSiteContext::SameSite),
+        ["strict", "lax", "dflt", "none"]
+    );
+    assert_eq!(
+        names(SameSiteContext::CrossSiteLaxAllowed),
+        ["lax", "dflt", "none"]
+    );
     assert_eq!(names(SameSiteContext::CrossSite), ["none"]);
 
     // Site computation: ports never matter, schemes and hosts do.
     use testkit::cookies::same_site;
-    assert!(same_site(&u("http://127.0.0.1:1/"), &u("http://127.0.0.1:2/")));
-    assert!(!same_site(&u("http://127.0.0.1:1/"), &u("http://localhost:1/")));
-    assert!(same_site(&u("https://a.example.test/"), &u("https://b.example.test/")));
-    assert!(!same_site(&u("http://a.example.test/"), &u("https://a.example.test/")));
+    assert!(same_site(
+        &u("http://127.0.0.1:1/"),
+        &u("http://127.0.0.1:2/")
+    ));
+    assert!(!same_site(
+        &u("http://127.0.0.1:1/"),
+        &u("http://localhost:1/")
+    ));
+    assert!(same_site(
+        &u("https://a.example.test/"),
+        &u("https://b.example.test/")
+    ));
+    assert!(!same_site(
+        &u("http://a.example.test/"),
+        &u("https://a.example.test/")
+    ));
 }
 
 #[test]

@@ -8,9 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use testkit::browser::Browser;
+use testkit::free_port;
 use testkit::idp::{Idp, IdpOptions};
 use testkit::upstream::RecordingUpstream;
-use testkit::free_port;
 use url::Url;
 
 struct Pkce {
@@ -23,8 +23,10 @@ fn pkce() -> Pkce {
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&rng, &mut bytes).expect("random bytes");
     let verifier = URL_SAFE_NO_PAD.encode(bytes);
-    let challenge =
-        URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+    let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ));
     Pkce {
         verifier,
         challenge,
@@ -117,9 +119,18 @@ async fn discovery_lists_pkce_revocation_and_end_session() {
 
     let d = idp.discovery().await.expect("discovery");
     assert_eq!(d["issuer"], Value::String(issuer.clone()));
-    assert_eq!(d["code_challenge_methods_supported"], serde_json::json!(["S256"]));
-    assert_eq!(d["revocation_endpoint"], format!("{issuer}/token/revocation"));
-    assert_eq!(d["introspection_endpoint"], format!("{issuer}/token/introspection"));
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        d["revocation_endpoint"],
+        format!("{issuer}/token/revocation")
+    );
+    assert_eq!(
+        d["introspection_endpoint"],
+        format!("{issuer}/token/introspection")
+    );
     assert_eq!(d["end_session_endpoint"], format!("{issuer}/session/end"));
     assert_eq!(d["token_endpoint"], format!("{issuer}/token"));
     assert_eq!(d["backchannel_logout_supported"], true);
@@ -153,7 +164,13 @@ async fn code_flow_through_login_form_returns_code() {
         .expect("start IdP");
     let browser = Browser::new();
     let p = pkce();
-    let auth = authorization_url(&idp, &redirect, "state-xyz", "nonce-abc", Some(&p.challenge));
+    let auth = authorization_url(
+        &idp,
+        &redirect,
+        "state-xyz",
+        "nonce-abc",
+        Some(&p.challenge),
+    );
 
     // Step by step first: the authorization request leads to the login form.
     let chain = browser.follow(&auth, 5).await.expect("follow to the form");
@@ -174,7 +191,10 @@ async fn code_flow_through_login_form_returns_code() {
     assert!(callback.starts_with(&redirect), "{callback}");
     let code = query_param(&callback, "code").expect("code");
     assert!(!code.is_empty());
-    assert_eq!(query_param(&callback, "state").as_deref(), Some("state-xyz"));
+    assert_eq!(
+        query_param(&callback, "state").as_deref(),
+        Some("state-xyz")
+    );
     assert_eq!(query_param(&callback, "iss"), Some(idp.issuer()));
 
     let stats = idp.stats().await.expect("stats");
@@ -197,7 +217,10 @@ async fn code_flow_through_login_form_returns_code() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
     assert!(body["access_token"].is_string());
-    assert!(body["refresh_token"].is_string(), "refresh token without offline_access: {body}");
+    assert!(
+        body["refresh_token"].is_string(),
+        "refresh token without offline_access: {body}"
+    );
 
     let claims = jwt_payload(body["id_token"].as_str().expect("id_token"));
     assert_eq!(claims["sub"], "alice");
@@ -252,7 +275,10 @@ async fn pkce_is_required() {
     // The error goes back to the (registered) redirect URI.
     let location = resp.location().expect("redirect with the error");
     assert!(location.starts_with(&redirect), "{location}");
-    assert_eq!(query_param(&location, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("invalid_request")
+    );
 }
 
 #[tokio::test]
@@ -268,7 +294,10 @@ async fn wrong_password_is_rejected() {
         .login_until_callback(&auth, "alice", "not-the-password")
         .await
         .expect_err("wrong password must not log in");
-    assert!(err.to_string().contains("rejected the credentials"), "{err:#}");
+    assert!(
+        err.to_string().contains("rejected the credentials"),
+        "{err:#}"
+    );
 
     // By hand: the form comes back with 401 and an error, no redirect.
     let browser = Browser::new();
@@ -287,14 +316,20 @@ async fn wrong_password_is_rejected() {
     assert!(resp.text().contains("Invalid username or password"));
     // Unknown user, right password: same answer.
     let resp = browser
-        .post_form(action.as_str(), &[("login", "mallory"), ("password", "wonderland")])
+        .post_form(
+            action.as_str(),
+            &[("login", "mallory"), ("password", "wonderland")],
+        )
         .await
         .expect("POST login");
     assert_eq!(resp.status, 401);
 
     // The right password still works in the same interaction.
     let resp = browser
-        .post_form(action.as_str(), &[("login", "alice"), ("password", "wonderland")])
+        .post_form(
+            action.as_str(),
+            &[("login", "alice"), ("password", "wonderland")],
+        )
         .await
         .expect("POST login");
     assert_eq!(resp.status, 303, "{}", resp.text());
@@ -315,13 +350,22 @@ async fn refresh_tokens_rotate_and_reuse_is_detected() {
     .expect("start IdP");
     let tokens = login_and_exchange(&idp, &redirect).await;
     assert_eq!(tokens["expires_in"], 5);
-    let rt1 = tokens["refresh_token"].as_str().expect("refresh_token").to_owned();
+    let rt1 = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
 
     idp.reset_stats().await.expect("reset");
-    let (status, refreshed) =
-        token_request(&idp, &[("grant_type", "refresh_token"), ("refresh_token", &rt1)]).await;
+    let (status, refreshed) = token_request(
+        &idp,
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt1)],
+    )
+    .await;
     assert_eq!(status, 200, "{refreshed}");
-    let rt2 = refreshed["refresh_token"].as_str().expect("rotated").to_owned();
+    let rt2 = refreshed["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
     assert_ne!(rt1, rt2, "rotation issues a new refresh token");
     assert!(refreshed["id_token"].is_string());
     assert_eq!(refreshed["expires_in"], 5);
@@ -332,12 +376,18 @@ async fn refresh_tokens_rotate_and_reuse_is_detected() {
     assert_eq!(stats.refresh_invalid_grant, 0);
 
     // Reusing the rotated-out token fails, and revokes the whole grant.
-    let (status, body) =
-        token_request(&idp, &[("grant_type", "refresh_token"), ("refresh_token", &rt1)]).await;
+    let (status, body) = token_request(
+        &idp,
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt1)],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
-    let (status, body) =
-        token_request(&idp, &[("grant_type", "refresh_token"), ("refresh_token", &rt2)]).await;
+    let (status, body) = token_request(
+        &idp,
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt2)],
+    )
+    .await;
     assert_eq!(status, 400, "the new token died with the grant: {body}");
 
     let stats = idp.stats().await.expect("stats");
@@ -396,8 +446,11 @@ async fn revocation_and_introspection() {
 
     // Revoking the refresh token revoked the grant: the access token too.
     assert_eq!(introspect(at.to_owned()).await["active"], false);
-    let (status, _) =
-        token_request(&idp, &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+    let (status, _) = token_request(
+        &idp,
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(idp.stats().await.expect("stats").refresh_invalid_grant, 1);
 }
@@ -483,7 +536,10 @@ async fn logout_with_backchannel_and_sid() {
     rp.wait_for_count(1, Duration::from_secs(5))
         .await
         .expect("back-channel logout during end_session");
-    assert_eq!(rp.last().expect("request").path(), "/bff/backchannel-logout");
+    assert_eq!(
+        rp.last().expect("request").path(),
+        "/bff/backchannel-logout"
+    );
 
     let stats = idp.stats().await.expect("stats");
     assert_eq!(stats.end_sessions, 1);
@@ -494,7 +550,13 @@ async fn logout_with_backchannel_and_sid() {
     let p2 = pkce();
     let auth2 = authorization_url(&idp, &redirect, "s2", "n2", Some(&p2.challenge));
     let chain = browser.follow(&auth2, 5).await.expect("follow");
-    assert!(chain.last().expect("page").text().contains(r#"name="password""#));
+    assert!(
+        chain
+            .last()
+            .expect("page")
+            .text()
+            .contains(r#"name="password""#)
+    );
 }
 
 #[tokio::test]
@@ -512,7 +574,11 @@ async fn idp_process_dies_with_its_handle() {
                 && std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .map(|s| !s.contains(") Z "))
                     .unwrap_or(false);
-            if !alive && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if !alive
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -118,7 +118,12 @@ async fn browser_keeps_the_upstream_cookie() {
 
     // Default path of a cookie set by /a/b is /a: sent to /a/c, not to /x.
     browser
-        .request(Method::PUT, &format!("{}/a/c", up.url()), &[("x-test", "1")], "body")
+        .request(
+            Method::PUT,
+            &format!("{}/a/c", up.url()),
+            &[("x-test", "1")],
+            "body",
+        )
         .await
         .expect("PUT");
     let r = up.last().expect("recorded");

@@ -18,7 +18,11 @@ use crate::{
     crypto::random,
     http::problem::ApiError,
     oidc::{OidcError, now_unix},
-    session::{SessionRecord, cookie, ticket::Ticket},
+    session::{
+        SessionRecord, cookie,
+        ticket::{Namespace, Ticket},
+    },
+    store::StoreKey,
 };
 
 pub async fn finish(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
@@ -85,8 +89,12 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         absolute_expires_at: now + state.sessions.absolute_lifetime.as_secs(),
     };
     // A session the browser had before logging in is ended, never upgraded (no fixation).
-    if let Some(old) = cookie::single(headers, &state.config.session.cookie_name).and_then(Ticket::parse) {
-        let key = old.store_key(crate::session::ticket::Namespace::Session);
+    let previous = cookie::single(headers, &state.config.session.cookie_name)
+        .and_then(Ticket::parse)
+        .map(|t| t.store_key(Namespace::Session))
+        .into_iter()
+        .chain(pending.previous_session.clone().map(StoreKey));
+    for key in previous {
         state.sessions.destroy(&key).await.map_err(|e| {
             tracing::error!(error = %e, "could not end the previous session");
             ApiError::Unavailable

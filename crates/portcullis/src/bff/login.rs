@@ -12,7 +12,10 @@ use crate::{
     crypto::random,
     http::problem::ApiError,
     oidc::{AuthRequest, OidcError, now_unix},
-    session::cookie,
+    session::{
+        cookie,
+        ticket::{Namespace, Ticket},
+    },
 };
 
 pub async fn start(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
@@ -40,7 +43,7 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
     }
     // Reuse this browser's binding so parallel logins in several tabs all stay valid.
     let binding = match cookie::single(headers, cookie::LOGIN_BINDING_COOKIE) {
-        Some(b) if crate::session::ticket::Ticket::parse(b).is_some() => b.to_owned(),
+        Some(b) if Ticket::parse(b).is_some() => b.to_owned(),
         _ => random::token::<32>().map_err(|_| ApiError::Unavailable)?,
     };
     let pending = login_state::PendingLogin {
@@ -50,6 +53,9 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         return_to,
         created_at: now_unix(),
         prompt_none,
+        previous_session: cookie::single(headers, &state.config.session.cookie_name)
+            .and_then(Ticket::parse)
+            .map(|t| t.store_key(Namespace::Session).0),
     };
     let state_ticket = login_state::save(state, &pending).await?;
     let url = state

@@ -23,6 +23,10 @@ pub struct PendingLogin {
     pub return_to: String,
     pub created_at: u64,
     pub prompt_none: bool,
+    /// Store key of the session this browser had when it started the login (its `SameSite=Strict`
+    /// cookie comes with the app's own navigation here, but not with the provider's cross-site
+    /// redirect to the callback): ended once the new session exists.
+    pub previous_session: Option<String>,
 }
 
 fn store_error(e: impl std::fmt::Display) -> ApiError {

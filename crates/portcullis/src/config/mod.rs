@@ -25,6 +25,8 @@ pub struct Config {
     pub bff_prefix: String,
     pub routes: Vec<RouteConfig>,
     pub log_format: LogFormat,
+    /// Directory of the PWA's static files, served for GET/HEAD of paths no route claims.
+    pub static_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +73,8 @@ pub enum StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
-    pub issuer: Url,
+    /// Exactly as configured: discovery compares it to the provider's `issuer` string for string.
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: Secret,
     pub scopes: Vec<String>,
@@ -160,6 +163,12 @@ impl Config {
                 LogFormat::Json
             }
         };
+        let static_root = raw.static_files.map(|s| PathBuf::from(s.root));
+        if let Some(root) = &static_root
+            && !root.is_dir()
+        {
+            v.problem("static_files.root", format!("{} is not a directory", root.display()));
+        }
         match (server, session, oidc, v.problems.is_empty()) {
             (Some(server), Some(session), Some(oidc), true) => Ok(Config {
                 server,
@@ -168,6 +177,7 @@ impl Config {
                 bff_prefix,
                 routes,
                 log_format,
+                static_root,
             }),
             _ => Err(Problems(v.problems)),
         }
@@ -501,12 +511,12 @@ fn parse_origin(s: &str) -> Result<PublicOrigin, String> {
     })
 }
 
-fn parse_issuer(s: &str) -> Result<Url, String> {
+fn parse_issuer(s: &str) -> Result<String, String> {
     let u = Url::parse(s).map_err(|e| format!("`{s}` is not an absolute URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.query().is_some() || u.fragment().is_some() {
         return Err("must be an http(s) URL without query or fragment".into());
     }
-    Ok(u)
+    Ok(s.to_owned())
 }
 
 #[cfg(test)]

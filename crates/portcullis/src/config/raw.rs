@@ -19,6 +19,13 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub logging: RawLogging,
+    pub static_files: Option<RawStatic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatic {
+    pub root: String,
 }
 
 #[derive(Debug, Deserialize)]

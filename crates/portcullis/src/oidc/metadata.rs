@@ -67,7 +67,7 @@ fn endpoint(name: &str, value: Option<&String>) -> Result<Option<Url>, OidcError
 
 impl Discovered {
     pub async fn load(cfg: &OidcConfig, redirect: &RedirectUrl, http: &reqwest::Client) -> Result<Self, OidcError> {
-        let issuer = IssuerUrl::from_url(cfg.issuer.clone());
+        let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
         // Validates that the document's `issuer` equals the configured issuer exactly.
         let meta = Metadata::discover_async(issuer.clone(), http)
             .await

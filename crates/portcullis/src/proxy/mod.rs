@@ -73,7 +73,9 @@ pub async fn dispatch(
 
 async fn forward(state: &AppState, current: CurrentSession, req: Request) -> Result<Response, ApiError> {
     let proxy = &state.proxy;
-    let route = proxy.route_for(req.uri().path()).ok_or(ApiError::NotFound)?;
+    let Some(route) = proxy.route_for(req.uri().path()) else {
+        return crate::static_files::serve(state, req).await;
+    };
     let session = current.0.ok_or(ApiError::Unauthenticated)?;
     let declared = req
         .headers()

@@ -1,0 +1,240 @@
+//! The whole stack on loopback for integration tests: the real OpenID Provider (oidc-provider on
+//! Node), a recording upstream, and Portcullis itself served on a free port, plus a log capture
+//! so tests can assert that no secret is ever logged.
+#![allow(dead_code)]
+
+use std::{
+    io::Write,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use portcullis::{
+    AppState,
+    config::Config,
+    crypto::keyring::KeyRing,
+    session::{Session, ticket::Ticket},
+};
+use testkit::{browser::Browser, idp::Idp, idp::IdpOptions, upstream::RecordingUpstream};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub const COOKIE: &str = "__Host-SessionID";
+
+/// Everything logged by the gateway in this test process.
+static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+
+#[derive(Clone, Copy)]
+struct LogSink;
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,hyper=info,h2=info,reqwest=debug"))
+            .json()
+            .with_writer(|| LogSink)
+            .try_init();
+    });
+}
+
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+pub struct Options {
+    pub access_token_ttl: u64,
+    pub refresh_skew: &'static str,
+    /// Extra TOML appended to the config (more routes, ...).
+    pub extra_toml: String,
+    /// Extra keys for the `[oidc]` table.
+    pub extra_oidc: String,
+    pub max_request_body: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_token_ttl: 3600,
+            refresh_skew: "30s",
+            extra_toml: String::new(),
+            extra_oidc: String::new(),
+            max_request_body: "64KiB",
+        }
+    }
+}
+
+pub struct Stack {
+    pub idp: Idp,
+    pub upstream: RecordingUpstream,
+    /// `http://localhost:PORT`: a different site from the IdP at 127.0.0.1, as in production.
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+    }
+}
+
+fn write_secret(name: &str, value: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("portcullis-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let n = rand_suffix();
+    let path = dir.join(format!("{name}-{n}"));
+    std::fs::write(&path, value).expect("write secret");
+    path.display().to_string()
+}
+
+fn rand_suffix() -> String {
+    portcullis::crypto::random::token::<6>().expect("rng")
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Stack {
+        init_logs();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let port = listener.local_addr().expect("addr").port();
+        let base = format!("http://localhost:{port}");
+        let mut idp_opts = IdpOptions::new(format!("{base}/bff/callback"));
+        idp_opts.post_logout_redirect_uris = vec![format!("{base}/")];
+        idp_opts.access_token_ttl_secs = opts.access_token_ttl;
+        let idp = Idp::start(idp_opts).await.expect("start the OpenID Provider");
+        let upstream = RecordingUpstream::start().await;
+        let keys = write_secret("keys", &KeyRing::generate_encoded().expect("rng"));
+        let secret = write_secret("secret", idp.client_secret());
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_origin = "{base}"
+max_request_body = "{max_body}"
+
+[session]
+keys_file = "{keys}"
+
+[oidc]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret_file = "{secret}"
+scopes = ["openid", "profile", "email", "offline_access"]
+session_claims = ["sub", "name", "email"]
+refresh_skew = "{skew}"
+{extra_oidc}
+
+[[routes]]
+prefix = "/api/orders"
+upstream = "{up}/orders"
+timeout = "2s"
+
+[[routes]]
+prefix = "/api"
+upstream = "{up}"
+timeout = "2s"
+
+[[routes]]
+prefix = "/dead"
+upstream = "http://127.0.0.1:9"
+timeout = "2s"
+connect_timeout = "1s"
+{extra}
+"#,
+            max_body = opts.max_request_body,
+            issuer = idp.issuer(),
+            client_id = idp.client_id(),
+            skew = opts.refresh_skew,
+            extra_oidc = opts.extra_oidc,
+            up = upstream.url(),
+            extra = opts.extra_toml,
+        );
+        let config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config: {e}"));
+        let state = AppState::new(config).expect("state");
+        state.oidc.discover().await.expect("discovery against the real IdP");
+        let (tx, rx) = oneshot::channel();
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            portcullis::server::run(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        Stack {
+            idp,
+            upstream,
+            base,
+            state,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Logs `browser` in through the provider's real login form; returns the session cookie.
+    pub async fn login(&self, browser: &Browser) -> String {
+        let outcome = browser
+            .login_via_form(&self.url("/bff/login?returnTo=/home"), self.idp.username(), self.idp.password())
+            .await
+            .expect("login through the provider's form");
+        assert_eq!(outcome.callback_response.status.as_u16(), 302, "callback: {}", outcome.callback_response.text());
+        browser.cookie(COOKIE).expect("session cookie set")
+    }
+
+    /// The CSRF token from `GET /bff/session`.
+    pub async fn csrf(&self, browser: &Browser) -> String {
+        let r = browser.get(&self.url("/bff/session")).await.expect("session");
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        r.json().expect("json")["csrfToken"].as_str().expect("csrfToken").to_owned()
+    }
+
+    /// The server-side record behind a cookie (tests only: opening needs the cookie's ticket).
+    pub async fn session_record(&self, cookie: &str) -> Option<Session> {
+        self.state
+            .sessions
+            .load(Ticket::parse(cookie).expect("ticket"))
+            .await
+            .expect("store")
+    }
+}
+
+/// Polls `cond` for up to 10 s (for effects that happen after a response, e.g. a revocation).
+pub async fn eventually<F, Fut>(mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, and the whole workspace's tests (unit and integration, the
+# latter against the real OpenID Provider fixture and real upstream servers).
+# On a fresh Debian machine with Rust and Node.js it first installs what is missing.
+set -euo pipefail
+
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$REPO_ROOT"
+
+say "Checking tools"
+ensure_base_tools
+
+say "IdP fixture dependencies"
+ensure_idp_node_modules
+
+say "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "cargo test --workspace"
+cargo test --workspace
+
+say "All checks passed"

@@ -238,3 +238,18 @@ where
     }
     false
 }
+
+/// Sends one raw HTTP/1.1 request (exact bytes: no client-side path normalisation) and returns
+/// the status code.
+pub async fn raw_status(base: &str, request_line_target: &str, extra_headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base.trim_start_matches("http://");
+    let port = authority.rsplit(':').next().expect("port");
+    let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.expect("connect");
+    let req = format!("GET {request_line_target} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use crate::{config::Config, crypto::keyring::KeyRing};
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about = "Backend-for-Frontend security gateway")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Backend-for-Frontend security gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -69,7 +73,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             crate::telemetry::init(cfg.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

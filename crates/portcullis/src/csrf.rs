@@ -42,7 +42,9 @@ fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
         _ => return Err(ApiError::Csrf),
     };
     if presented.len() != crate::session::ticket::TICKET_CHARS
-        || !presented.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        || !presented
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     {
         return Err(ApiError::Csrf);
     }

@@ -12,6 +12,13 @@ pub async fn live() -> Json<Value> {
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let idp = state.oidc.is_ready();
     let store = state.sessions.store().ping().await.is_ok();
-    let status = if idp && store { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": idp && store, "idp": idp, "store": store})))
+    let status = if idp && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": idp && store, "idp": idp, "store": store})),
+    )
 }

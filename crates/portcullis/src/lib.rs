@@ -64,7 +64,10 @@ impl AppState {
             config.session.absolute_lifetime,
             config.session.idle_timeout,
         );
-        let oidc = Arc::new(OidcProvider::new(config.oidc.clone(), config.redirect_uri())?);
+        let oidc = Arc::new(OidcProvider::new(
+            config.oidc.clone(),
+            config.redirect_uri(),
+        )?);
         let proxy = Arc::new(proxy::Proxy::new(&config)?);
         let csrf_exempt = Arc::new([
             // The provider's browser redirect and its server-to-server call carry no CSRF token;
@@ -95,10 +98,19 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .fallback(proxy::dispatch)
-        .layer(middleware::from_fn_with_state(state.clone(), csrf::require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), session::layer::load_session))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::layer::load_session,
+        ))
         .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
-        .layer(middleware::from_fn_with_state(SecurityHeaders::new(hsts), http::security_headers::apply))
+        .layer(middleware::from_fn_with_state(
+            SecurityHeaders::new(hsts),
+            http::security_headers::apply,
+        ))
         .layer(middleware::from_fn(telemetry::request_span))
         .with_state(state)
 }

@@ -13,7 +13,10 @@ async fn state_is_single_use_and_bound_to_the_browser() {
 
     // Replay: the same callback twice.
     let b = Browser::new();
-    let callback = b.login_until_callback(&start, stack.idp.username(), stack.idp.password()).await.expect("login");
+    let callback = b
+        .login_until_callback(&start, stack.idp.username(), stack.idp.password())
+        .await
+        .expect("login");
     let first = b.get(&callback).await.expect("callback");
     assert_eq!(first.status.as_u16(), 302);
     let replay = Browser::new();
@@ -24,11 +27,18 @@ async fn state_is_single_use_and_bound_to_the_browser() {
     let second = replay.get(&callback).await.expect("replay");
     assert_eq!(second.status.as_u16(), 401, "a state works once");
     assert!(second.set_cookie(COOKIE).is_none());
-    assert!(second.text().contains("urn:portcullis:problem:login-failed"));
+    assert!(
+        second
+            .text()
+            .contains("urn:portcullis:problem:login-failed")
+    );
 
     // Foreign browser: a callback URL (code + state) stolen into another browser.
     let victim = Browser::new();
-    let stolen = victim.login_until_callback(&start, stack.idp.username(), stack.idp.password()).await.expect("login");
+    let stolen = victim
+        .login_until_callback(&start, stack.idp.username(), stack.idp.password())
+        .await
+        .expect("login");
     let attacker = Browser::new();
     let r = attacker.get(&stolen).await.expect("callback");
     assert_eq!(r.status.as_u16(), 401, "state not started by this browser");
@@ -37,19 +47,42 @@ async fn state_is_single_use_and_bound_to_the_browser() {
 
     // Tampered, missing and duplicated parameters.
     let b = Browser::new();
-    let cb = b.login_until_callback(&start, stack.idp.username(), stack.idp.password()).await.expect("login");
+    let cb = b
+        .login_until_callback(&start, stack.idp.username(), stack.idp.password())
+        .await
+        .expect("login");
     let url = url::Url::parse(&cb).expect("url");
-    let state: String = url.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).expect("state");
-    let code: String = url.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).expect("code");
+    let state: String = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("state");
+    let code: String = url
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code");
     let base = stack.url("/bff/callback");
     let mut tampered = state.clone().into_bytes();
     tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).expect("ascii");
     for (name, q, expected) in [
-        ("tampered state", format!("code={code}&state={tampered}"), 401),
+        (
+            "tampered state",
+            format!("code={code}&state={tampered}"),
+            401,
+        ),
         ("no state", format!("code={code}"), 401),
-        ("duplicated state", format!("code={code}&state={state}&state={state}"), 400),
-        ("duplicated code", format!("code={code}&code=x&state={state}"), 400),
+        (
+            "duplicated state",
+            format!("code={code}&state={state}&state={state}"),
+            400,
+        ),
+        (
+            "duplicated code",
+            format!("code={code}&code=x&state={state}"),
+            400,
+        ),
     ] {
         let r = b.get(&format!("{base}?{q}")).await.expect(name);
         assert_eq!(r.status.as_u16(), expected, "{name}: {}", r.text());
@@ -65,11 +98,19 @@ async fn parallel_tabs_do_not_break_each_other() {
     let browser = Browser::new();
     // Two tabs start logins before either finishes.
     let tab1 = browser
-        .login_until_callback(&stack.url("/bff/login?returnTo=/one"), stack.idp.username(), stack.idp.password())
+        .login_until_callback(
+            &stack.url("/bff/login?returnTo=/one"),
+            stack.idp.username(),
+            stack.idp.password(),
+        )
         .await
         .expect("tab 1");
     let tab2 = browser
-        .login_until_callback(&stack.url("/bff/login?returnTo=/two"), stack.idp.username(), stack.idp.password())
+        .login_until_callback(
+            &stack.url("/bff/login?returnTo=/two"),
+            stack.idp.username(),
+            stack.idp.password(),
+        )
         .await
         .expect("tab 2");
     let r2 = browser.get(&tab2).await.expect("cb2");
@@ -111,22 +152,39 @@ async fn return_to_never_leaves_the_origin() {
         " //evil.com",
     ];
     for p in payloads {
-        let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("returnTo", p).finish();
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("returnTo", p)
+            .finish();
         let browser = Browser::new();
         let outcome = browser
-            .login_via_form(&stack.url(&format!("/bff/login?{q}")), stack.idp.username(), stack.idp.password())
+            .login_via_form(
+                &stack.url(&format!("/bff/login?{q}")),
+                stack.idp.username(),
+                stack.idp.password(),
+            )
             .await
             .expect(p);
         let location = outcome.final_location.expect("location");
         let allowed = location == "/" || (p == "/@evil.com" && location == "/@evil.com");
         assert!(allowed, "{p:?} led to Location {location:?}");
-        let resolved = url::Url::parse(&stack.base).expect("base").join(&location).expect("join");
-        assert_eq!(resolved.origin().ascii_serialization(), stack.base, "{p:?} left the origin");
+        let resolved = url::Url::parse(&stack.base)
+            .expect("base")
+            .join(&location)
+            .expect("join");
+        assert_eq!(
+            resolved.origin().ascii_serialization(),
+            stack.base,
+            "{p:?} left the origin"
+        );
     }
     // Ordinary paths survive.
     let browser = Browser::new();
     let ok = browser
-        .login_via_form(&stack.url("/bff/login?returnTo=%2Forders%3Fpage%3D2"), stack.idp.username(), stack.idp.password())
+        .login_via_form(
+            &stack.url("/bff/login?returnTo=%2Forders%3Fpage%3D2"),
+            stack.idp.username(),
+            stack.idp.password(),
+        )
         .await
         .expect("ok");
     assert_eq!(ok.final_location.as_deref(), Some("/orders?page=2"));

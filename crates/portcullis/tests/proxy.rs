@@ -15,13 +15,36 @@ async fn routing_and_path_escapes() {
     let cookie = format!("Cookie: {}={ticket}\r\n", common::COOKIE);
 
     // Longest prefix wins; the prefix is replaced by the upstream base path.
-    assert_eq!(b.get(&stack.url("/api/orders/9")).await.expect("r").status.as_u16(), 200);
-    assert_eq!(stack.upstream.last().expect("req").path_and_query, "/orders/9");
-    assert_eq!(b.get(&stack.url("/api/other/x")).await.expect("r").status.as_u16(), 200);
-    assert_eq!(stack.upstream.last().expect("req").path_and_query, "/other/x");
+    assert_eq!(
+        b.get(&stack.url("/api/orders/9"))
+            .await
+            .expect("r")
+            .status
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        stack.upstream.last().expect("req").path_and_query,
+        "/orders/9"
+    );
+    assert_eq!(
+        b.get(&stack.url("/api/other/x"))
+            .await
+            .expect("r")
+            .status
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        stack.upstream.last().expect("req").path_and_query,
+        "/other/x"
+    );
     // Segment-aware prefixes: /api/ordersX is /api + /ordersX, never /api/orders + X.
     b.get(&stack.url("/api/ordersX")).await.expect("r");
-    assert_eq!(stack.upstream.last().expect("req").path_and_query, "/ordersX");
+    assert_eq!(
+        stack.upstream.last().expect("req").path_and_query,
+        "/ordersX"
+    );
     // No route: 404 problem.
     let nf = b.get(&stack.url("/nothing/here")).await.expect("r");
     assert_eq!(nf.status.as_u16(), 404);
@@ -44,7 +67,11 @@ async fn routing_and_path_escapes() {
         let status = raw_status(&stack.base, target, &cookie).await;
         assert_eq!(status, 400, "{target}");
     }
-    assert_eq!(stack.upstream.count(), 0, "no escape attempt reached an upstream");
+    assert_eq!(
+        stack.upstream.count(),
+        0,
+        "no escape attempt reached an upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,36 +86,69 @@ async fn upstream_failures_and_limits() {
     let csrf = stack.csrf(&b).await;
 
     let slow = b.get(&stack.url("/api/orders/slow")).await.expect("slow");
-    assert_eq!(slow.status.as_u16(), 504, "route timeout is 2s, upstream sleeps 5s");
-    assert_eq!(slow.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        slow.status.as_u16(),
+        504,
+        "route timeout is 2s, upstream sleeps 5s"
+    );
+    assert_eq!(
+        slow.header("content-type"),
+        Some("application/problem+json")
+    );
 
     let dead = b.get(&stack.url("/dead/x")).await.expect("dead");
     assert_eq!(dead.status.as_u16(), 502);
-    assert_eq!(dead.header("content-type"), Some("application/problem+json"));
-    assert!(!dead.text().contains("127.0.0.1:9"), "no upstream internals in the error");
+    assert_eq!(
+        dead.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(
+        !dead.text().contains("127.0.0.1:9"),
+        "no upstream internals in the error"
+    );
 
     let before = stack.upstream.count();
     let big = b
-        .request(Method::POST, &stack.url("/api/orders/echo-body"), &[("x-csrf-token", &csrf)], vec![b'x'; 4096])
+        .request(
+            Method::POST,
+            &stack.url("/api/orders/echo-body"),
+            &[("x-csrf-token", &csrf)],
+            vec![b'x'; 4096],
+        )
         .await
         .expect("big");
     assert_eq!(big.status.as_u16(), 413);
-    assert_eq!(stack.upstream.count(), before, "a declared oversized body is refused before the upstream");
+    assert_eq!(
+        stack.upstream.count(),
+        before,
+        "a declared oversized body is refused before the upstream"
+    );
 
     let small = b
-        .request(Method::POST, &stack.url("/api/orders/echo-body"), &[("x-csrf-token", &csrf)], vec![b'x'; 512])
+        .request(
+            Method::POST,
+            &stack.url("/api/orders/echo-body"),
+            &[("x-csrf-token", &csrf)],
+            vec![b'x'; 512],
+        )
         .await
         .expect("small");
     assert_eq!(small.status.as_u16(), 200);
     assert_eq!(small.body.len(), 512, "body streamed through both ways");
 
     // A large response streams back intact.
-    let large = b.get(&stack.url("/api/orders/big")).await.expect("big response");
+    let large = b
+        .get(&stack.url("/api/orders/big"))
+        .await
+        .expect("big response");
     assert_eq!(large.status.as_u16(), 200);
     assert_eq!(large.body.len(), 1 << 20);
 
     // Upstream status codes pass through; upstream cookies do not.
-    let teapot = b.get(&stack.url("/api/orders/status/418")).await.expect("418");
+    let teapot = b
+        .get(&stack.url("/api/orders/status/418"))
+        .await
+        .expect("418");
     assert_eq!(teapot.status.as_u16(), 418);
     assert!(teapot.header("set-cookie").is_none());
 }
@@ -102,11 +162,17 @@ async fn concurrent_requests_share_one_session() {
     for i in 0..50 {
         let b = b.clone();
         let url = stack.url(&format!("/api/orders/{i}"));
-        tasks.push(tokio::spawn(async move { b.get(&url).await.map(|r| r.status.as_u16()) }));
+        tasks.push(tokio::spawn(async move {
+            b.get(&url).await.map(|r| r.status.as_u16())
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.expect("join").expect("request"), 200);
     }
     assert_eq!(stack.upstream.count(), 50);
-    assert_eq!(stack.idp.stats().await.expect("stats").refresh_grants(), 0, "a fresh token needs no refresh");
+    assert_eq!(
+        stack.idp.stats().await.expect("stats").refresh_grants(),
+        0,
+        "a fresh token needs no refresh"
+    );
 }

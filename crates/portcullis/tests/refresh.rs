@@ -34,18 +34,34 @@ async fn hundred_concurrent_requests_cause_exactly_one_refresh() {
     for i in 0..100 {
         let b = b.clone();
         let url = stack.url(&format!("/api/orders/{i}"));
-        tasks.push(tokio::spawn(async move { b.get(&url).await.map(|r| r.status.as_u16()) }));
+        tasks.push(tokio::spawn(async move {
+            b.get(&url).await.map(|r| r.status.as_u16())
+        }));
     }
     for t in tasks {
-        assert_eq!(t.await.expect("join").expect("request"), 200, "every request succeeds");
+        assert_eq!(
+            t.await.expect("join").expect("request"),
+            200,
+            "every request succeeds"
+        );
     }
     let stats = stack.idp.stats().await.expect("stats");
-    assert_eq!(stats.refresh_grants(), 1, "exactly one refresh at the provider: {stats:?}");
+    assert_eq!(
+        stats.refresh_grants(),
+        1,
+        "exactly one refresh at the provider: {stats:?}"
+    );
     assert_eq!(stats.refresh_invalid_grant, 0);
 
     let after = stack.session_record(&ticket).await.expect("session").record;
-    assert_ne!(after.access_token, before.access_token, "new access token stored");
-    assert_ne!(after.refresh_token, before.refresh_token, "rotated refresh token stored");
+    assert_ne!(
+        after.access_token, before.access_token,
+        "new access token stored"
+    );
+    assert_ne!(
+        after.refresh_token, before.refresh_token,
+        "rotated refresh token stored"
+    );
     let sent: Vec<String> = stack
         .upstream
         .requests()
@@ -53,11 +69,22 @@ async fn hundred_concurrent_requests_cause_exactly_one_refresh() {
         .filter_map(|r| r.header("authorization").map(str::to_owned))
         .collect();
     assert_eq!(sent.len(), 100);
-    assert!(sent.iter().all(|h| *h == format!("Bearer {}", after.access_token)), "all used the refreshed token");
+    assert!(
+        sent.iter()
+            .all(|h| *h == format!("Bearer {}", after.access_token)),
+        "all used the refreshed token"
+    );
 
     // The rotated refresh token works for the next refresh (the old one would be invalid_grant).
     tokio::time::sleep(UNTIL_STALE).await;
-    assert_eq!(b.get(&stack.url("/api/orders/again")).await.expect("r").status.as_u16(), 200);
+    assert_eq!(
+        b.get(&stack.url("/api/orders/again"))
+            .await
+            .expect("r")
+            .status
+            .as_u16(),
+        200
+    );
     let stats = stack.idp.stats().await.expect("stats");
     assert_eq!(stats.refresh_grants(), 2);
     assert_eq!(stats.refresh_invalid_grant, 0);
@@ -71,11 +98,16 @@ async fn a_refused_refresh_ends_the_session() {
     let record = stack.session_record(&ticket).await.expect("session").record;
     // Revoke the refresh token at the provider behind the gateway's back.
     let disco = stack.idp.discovery().await.expect("discovery");
-    let revocation = disco["revocation_endpoint"].as_str().expect("revocation endpoint");
+    let revocation = disco["revocation_endpoint"]
+        .as_str()
+        .expect("revocation endpoint");
     let r = reqwest::Client::new()
         .post(revocation)
         .basic_auth(stack.idp.client_id(), Some(stack.idp.client_secret()))
-        .form(&[("token", record.refresh_token.as_deref().expect("rt")), ("token_type_hint", "refresh_token")])
+        .form(&[
+            ("token", record.refresh_token.as_deref().expect("rt")),
+            ("token_type_hint", "refresh_token"),
+        ])
         .send()
         .await
         .expect("revoke");
@@ -85,7 +117,21 @@ async fn a_refused_refresh_ends_the_session() {
     let api = b.get(&stack.url("/api/orders/1")).await.expect("api");
     assert_eq!(api.status.as_u16(), 401, "{}", api.text());
     assert_eq!(api.header("content-type"), Some("application/problem+json"));
-    assert_eq!(stack.upstream.count(), before, "no upstream call with a dead token");
-    assert!(stack.session_record(&ticket).await.is_none(), "the session is gone");
-    assert_eq!(b.get(&stack.url("/bff/session")).await.expect("s").status.as_u16(), 401);
+    assert_eq!(
+        stack.upstream.count(),
+        before,
+        "no upstream call with a dead token"
+    );
+    assert!(
+        stack.session_record(&ticket).await.is_none(),
+        "the session is gone"
+    );
+    assert_eq!(
+        b.get(&stack.url("/bff/session"))
+            .await
+            .expect("s")
+            .status
+            .as_u16(),
+        401
+    );
 }

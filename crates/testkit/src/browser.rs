@@ -577,12 +577,7 @@ impl Browser {
 
     /// Submits a form from `page` to `action` as a browser would (Origin of
     /// the page, same-site context from the page).
-    async fn submit(
-        &self,
-        page: &Url,
-        action: Url,
-        body: String,
-    ) -> anyhow::Result<Response> {
+    async fn submit(&self, page: &Url, action: Url, body: String) -> anyhow::Result<Response> {
         let origin = page.origin().ascii_serialization();
         // The initiator is the page itself, whatever redirects led to it (as in browsers).
         let ctx_chain = vec![page.clone()];

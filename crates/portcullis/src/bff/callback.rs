@@ -39,7 +39,9 @@ fn failed(why: &str) -> ApiError {
 
 async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
     let query = uri.query();
-    let param = |name: &str| single_param(query, name).map_err(|()| ApiError::BadRequest("duplicated parameter"));
+    let param = |name: &str| {
+        single_param(query, name).map_err(|()| ApiError::BadRequest("duplicated parameter"))
+    };
     let (state_param, code, error) = (param("state")?, param("code")?, param("error")?);
     let state_param = state_param.ok_or_else(|| failed("no state parameter"))?;
     let pending = login_state::take(state, &state_param)
@@ -51,7 +53,11 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         return Err(failed("state was not started by this browser"));
     }
     if let Some(err) = error {
-        let err: String = err.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+        let err: String = err
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
         tracing::info!(error = %err, prompt_none = pending.prompt_none, "provider returned an authorization error");
         return Err(ApiError::LoginFailed);
     }

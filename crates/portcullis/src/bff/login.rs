@@ -32,7 +32,9 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
             .map_err(|()| ApiError::BadRequest("duplicated parameter"))?
             .as_deref(),
     );
-    let prompt_none = match single_param(query, "prompt").map_err(|()| ApiError::BadRequest("duplicated parameter"))? {
+    let prompt_none = match single_param(query, "prompt")
+        .map_err(|()| ApiError::BadRequest("duplicated parameter"))?
+    {
         None => false,
         Some(p) if p == "none" => true,
         Some(_) => return Err(ApiError::BadRequest("unsupported prompt")),

@@ -62,7 +62,13 @@ pub async fn take(state: &AppState, state_param: &str) -> Result<Option<PendingL
         return Ok(None);
     };
     let key = ticket.store_key(Namespace::LoginState);
-    let Some(sealed) = state.sessions.store().take(&key).await.map_err(store_error)? else {
+    let Some(sealed) = state
+        .sessions
+        .store()
+        .take(&key)
+        .await
+        .map_err(store_error)?
+    else {
         return Ok(None);
     };
     let Ok(plain) = seal::open(

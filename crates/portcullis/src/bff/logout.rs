@@ -13,7 +13,10 @@ use serde_json::json;
 
 use crate::{AppState, http::problem::ApiError, session::cookie, session::layer::CurrentSession};
 
-pub async fn logout(State(state): State<AppState>, Extension(current): Extension<CurrentSession>) -> Response {
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(current): Extension<CurrentSession>,
+) -> Response {
     let Some(session) = current.0 else {
         return ApiError::Unauthenticated.into_response();
     };
@@ -28,7 +31,9 @@ pub async fn logout(State(state): State<AppState>, Extension(current): Extension
         return ApiError::Unavailable.into_response();
     }
     tracing::info!(sub = %session.record.sub, "logout");
-    let logout_url = state.oidc.end_session_url(session.record.id_token.as_deref());
+    let logout_url = state
+        .oidc
+        .end_session_url(session.record.id_token.as_deref());
     let mut resp = Json(json!({ "logoutUrl": logout_url })).into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,

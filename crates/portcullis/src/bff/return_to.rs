@@ -46,9 +46,9 @@ fn shape_ok(s: &str, allow_space: bool) -> bool {
         && b[0] == b'/'
         && !matches!(b.get(1), Some(b'/') | Some(b'\\'))
         && !s.contains('\\')
-        && !s
-            .chars()
-            .any(|c| c.is_control() || (c.is_whitespace() && !(allow_space && c == ' ')) || is_invisible(c))
+        && !s.chars().any(|c| {
+            c.is_control() || (c.is_whitespace() && !(allow_space && c == ' ')) || is_invisible(c)
+        })
 }
 
 /// Characters browsers strip or fold that could hide a second slash.
@@ -69,7 +69,14 @@ mod tests {
 
     #[test]
     fn keeps_relative_paths() {
-        for ok in ["/", "/dashboard", "/a/b?c=d&e=%20f#frag", "/orders/42", "/a+b", "/%E2%82%AC"] {
+        for ok in [
+            "/",
+            "/dashboard",
+            "/a/b?c=d&e=%20f#frag",
+            "/orders/42",
+            "/a+b",
+            "/%E2%82%AC",
+        ] {
             assert_eq!(sanitize(Some(ok)), ok, "{ok}");
         }
     }

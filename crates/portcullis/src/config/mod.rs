@@ -159,7 +159,10 @@ impl Config {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                v.problem("logging.format", format!("`{other}`: use \"json\" or \"text\""));
+                v.problem(
+                    "logging.format",
+                    format!("`{other}`: use \"json\" or \"text\""),
+                );
                 LogFormat::Json
             }
         };
@@ -167,7 +170,10 @@ impl Config {
         if let Some(root) = &static_root
             && !root.is_dir()
         {
-            v.problem("static_files.root", format!("{} is not a directory", root.display()));
+            v.problem(
+                "static_files.root",
+                format!("{} is not a directory", root.display()),
+            );
         }
         match (server, session, oidc, v.problems.is_empty()) {
             (Some(server), Some(session), Some(oidc), true) => Ok(Config {
@@ -185,7 +191,10 @@ impl Config {
 
     /// The redirect URI registered at the provider.
     pub fn redirect_uri(&self) -> String {
-        format!("{}{}/callback", self.server.public_origin.origin, self.bff_prefix)
+        format!(
+            "{}{}/callback",
+            self.server.public_origin.origin, self.bff_prefix
+        )
     }
 }
 
@@ -236,7 +245,10 @@ impl Validator {
             key_file: t.key_file.into(),
         });
         if let Some(t) = &tls {
-            for (key, path) in [("server.tls.cert_file", &t.cert_file), ("server.tls.key_file", &t.key_file)] {
+            for (key, path) in [
+                ("server.tls.cert_file", &t.cert_file),
+                ("server.tls.key_file", &t.key_file),
+            ] {
                 if !path.is_file() {
                     self.problem(key, format!("{} is not a readable file", path.display()));
                 }
@@ -244,11 +256,15 @@ impl Validator {
         }
         let max_request_body = match raw.max_request_body {
             None => 10 << 20,
-            Some(s) => self.ok("server.max_request_body", units::parse_size(&s)).unwrap_or(0),
+            Some(s) => self
+                .ok("server.max_request_body", units::parse_size(&s))
+                .unwrap_or(0),
         };
         let max_header_bytes = match raw.max_header_bytes {
             None => 32 << 10,
-            Some(s) => self.ok("server.max_header_bytes", units::parse_size(&s)).unwrap_or(0),
+            Some(s) => self
+                .ok("server.max_header_bytes", units::parse_size(&s))
+                .unwrap_or(0),
         };
         if !(4096..=(1 << 20)).contains(&max_header_bytes) {
             self.problem("server.max_header_bytes", "must be between 4KiB and 1MiB");
@@ -265,7 +281,9 @@ impl Validator {
     }
 
     fn session(&mut self, raw: raw::RawSession) -> Option<SessionConfig> {
-        let cookie_name = raw.cookie_name.unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
+        let cookie_name = raw
+            .cookie_name
+            .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
         if !cookie_name.starts_with("__Host-") {
             self.problem(
                 "session.cookie_name",
@@ -273,14 +291,21 @@ impl Validator {
             );
         }
         if cookie_name.len() > 64 || !cookie_name.bytes().all(is_cookie_name_byte) {
-            self.problem("session.cookie_name", "must be a short cookie token (letters, digits, `-_.`)");
+            self.problem(
+                "session.cookie_name",
+                "must be a short cookie token (letters, digits, `-_.`)",
+            );
         }
         let absolute_lifetime = self.duration(
             "session.absolute_lifetime",
             raw.absolute_lifetime,
             Duration::from_secs(8 * 3600),
         );
-        let idle_timeout = self.duration("session.idle_timeout", raw.idle_timeout, Duration::from_secs(30 * 60));
+        let idle_timeout = self.duration(
+            "session.idle_timeout",
+            raw.idle_timeout,
+            Duration::from_secs(30 * 60),
+        );
         if absolute_lifetime < Duration::from_secs(60) {
             self.problem("session.absolute_lifetime", "must be at least 1m");
         }
@@ -300,7 +325,10 @@ impl Validator {
                 None
             }
             other => {
-                self.problem("session.store", format!("unknown store `{other}` (use \"memory\")"));
+                self.problem(
+                    "session.store",
+                    format!("unknown store `{other}` (use \"memory\")"),
+                );
                 None
             }
         };
@@ -315,7 +343,11 @@ impl Validator {
         )
         .and_then(|s| {
             KeyRing::parse(s.expose()).map_err(|e| {
-                let key = if raw.keys_env.is_some() { "session.keys_env" } else { "session.keys_file" };
+                let key = if raw.keys_env.is_some() {
+                    "session.keys_env"
+                } else {
+                    "session.keys_file"
+                };
                 format!("`{key}`: {e}")
             })
         });
@@ -349,8 +381,14 @@ impl Validator {
         if !scopes.iter().any(|s| s == "openid") {
             self.problem("oidc.scopes", "must include \"openid\"");
         }
-        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
-            self.problem("oidc.scopes", format!("`{bad}` is not a single scope token"));
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            self.problem(
+                "oidc.scopes",
+                format!("`{bad}` is not a single scope token"),
+            );
         }
         const RESERVED: [&str; 10] = [
             "response_type",
@@ -375,15 +413,36 @@ impl Validator {
         let session_claims = raw
             .session_claims
             .unwrap_or_else(|| vec!["sub".into(), "name".into(), "email".into()]);
-        const TOKENISH: [&str; 5] = ["access_token", "refresh_token", "id_token", "at_hash", "c_hash"];
+        const TOKENISH: [&str; 5] = [
+            "access_token",
+            "refresh_token",
+            "id_token",
+            "at_hash",
+            "c_hash",
+        ];
         for c in &session_claims {
             if TOKENISH.contains(&c.as_str()) {
-                self.problem("oidc.session_claims", format!("`{c}` may not be exposed to the browser"));
+                self.problem(
+                    "oidc.session_claims",
+                    format!("`{c}` may not be exposed to the browser"),
+                );
             }
         }
-        let refresh_skew = self.duration("oidc.refresh_skew", raw.refresh_skew, Duration::from_secs(30));
-        let http_timeout = self.duration("oidc.http_timeout", raw.http_timeout, Duration::from_secs(10));
-        let login_timeout = self.duration("oidc.login_timeout", raw.login_timeout, Duration::from_secs(600));
+        let refresh_skew = self.duration(
+            "oidc.refresh_skew",
+            raw.refresh_skew,
+            Duration::from_secs(30),
+        );
+        let http_timeout = self.duration(
+            "oidc.http_timeout",
+            raw.http_timeout,
+            Duration::from_secs(10),
+        );
+        let login_timeout = self.duration(
+            "oidc.login_timeout",
+            raw.login_timeout,
+            Duration::from_secs(600),
+        );
         if login_timeout > Duration::from_secs(600) || login_timeout < Duration::from_secs(30) {
             self.problem("oidc.login_timeout", "must be between 30s and 10m");
         }
@@ -431,10 +490,16 @@ impl Validator {
                 self.problem(&format!("{key}.prefix"), e);
             }
             if path_within(&r.prefix, bff_prefix) || path_within(bff_prefix, &r.prefix) {
-                self.problem(&format!("{key}.prefix"), format!("overlaps the BFF prefix `{bff_prefix}`"));
+                self.problem(
+                    &format!("{key}.prefix"),
+                    format!("overlaps the BFF prefix `{bff_prefix}`"),
+                );
             }
             if out.iter().any(|o| o.prefix == r.prefix) {
-                self.problem(&format!("{key}.prefix"), format!("`{}` is configured twice", r.prefix));
+                self.problem(
+                    &format!("{key}.prefix"),
+                    format!("`{}` is configured twice", r.prefix),
+                );
             }
             let upstream = self.ok(
                 &format!("{key}.upstream"),
@@ -443,16 +508,26 @@ impl Validator {
                     .and_then(|u| {
                         if !matches!(u.scheme(), "http" | "https") {
                             Err("must be an http or https URL".to_owned())
-                        } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+                        } else if u.query().is_some()
+                            || u.fragment().is_some()
+                            || !u.username().is_empty()
+                        {
                             Err("must not carry a query, fragment or credentials".to_owned())
                         } else {
                             Ok(u)
                         }
                     }),
             );
-            let timeout = self.duration(&format!("{key}.timeout"), r.timeout, Duration::from_secs(30));
-            let connect_timeout =
-                self.duration(&format!("{key}.connect_timeout"), r.connect_timeout, Duration::from_secs(5));
+            let timeout = self.duration(
+                &format!("{key}.timeout"),
+                r.timeout,
+                Duration::from_secs(30),
+            );
+            let connect_timeout = self.duration(
+                &format!("{key}.connect_timeout"),
+                r.connect_timeout,
+                Duration::from_secs(5),
+            );
             if let Some(upstream) = upstream {
                 out.push(RouteConfig {
                     prefix: r.prefix,
@@ -495,8 +570,11 @@ fn parse_origin(s: &str) -> Result<PublicOrigin, String> {
     if !matches!(u.scheme(), "http" | "https") {
         return Err("must be http(s)".into());
     }
-    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
-        return Err(format!("`{s}` must be an origin only, like https://app.example.com"));
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty()
+    {
+        return Err(format!(
+            "`{s}` must be an origin only, like https://app.example.com"
+        ));
     }
     let host = u.host_str().ok_or("has no host")?;
     let origin = u.origin().ascii_serialization();

@@ -39,7 +39,9 @@ pub fn load(
         (Some(name), None) => match std::env::var(name) {
             Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim().to_owned())),
             Ok(_) => Err(format!("`{env_key}`: environment variable {name} is empty")),
-            Err(_) => Err(format!("`{env_key}`: environment variable {name} is not set")),
+            Err(_) => Err(format!(
+                "`{env_key}`: environment variable {name} is not set"
+            )),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim().to_owned())),

@@ -39,7 +39,10 @@ fn minimal_config_gets_secure_defaults() {
     assert_eq!(c.redirect_uri(), "http://localhost:8080/bff/callback");
     assert_eq!(c.oidc.client_secret.expose(), "s3cret");
     assert!(!c.oidc.dangerous_send_id_token_hint_on_logout);
-    assert_eq!(c.oidc.post_logout_redirect_uri.as_str(), "http://localhost:8080/");
+    assert_eq!(
+        c.oidc.post_logout_redirect_uri.as_str(),
+        "http://localhost:8080/"
+    );
 }
 
 #[test]
@@ -73,7 +76,8 @@ fn every_problem_is_reported_with_its_key() {
 fn secrets_must_come_from_env_or_file() {
     let text = with_secrets("", "").replace("client_secret_file", "client_secret_env_missing");
     assert!(Config::from_toml(&text).is_err());
-    let text = with_secrets("", "").replace("keys_file", &format!("keys_env = \"{KEY_ENV}_UNSET\"\n# "));
+    let text =
+        with_secrets("", "").replace("keys_file", &format!("keys_env = \"{KEY_ENV}_UNSET\"\n# "));
     let err = Config::from_toml(&text).expect_err("unset env");
     assert!(err.to_string().contains("not set"), "{err}");
 }

@@ -49,10 +49,19 @@ impl KeyRing {
                 STANDARD
                     .decode(part)
                     .or_else(|_| URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')))
-                    .map_err(|_| format!("key #{} is not base64 (generate one with `portcullis gen-key`)", i + 1))?,
+                    .map_err(|_| {
+                        format!(
+                            "key #{} is not base64 (generate one with `portcullis gen-key`)",
+                            i + 1
+                        )
+                    })?,
             );
             let secret: [u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| {
-                format!("key #{} is {} bytes; session keys are exactly {KEY_LEN} bytes", i + 1, raw.len())
+                format!(
+                    "key #{} is {} bytes; session keys are exactly {KEY_LEN} bytes",
+                    i + 1,
+                    raw.len()
+                )
             })?;
             let digest = ring::digest::digest(&ring::digest::SHA256, &secret);
             let mut id = [0u8; 4];
@@ -65,7 +74,9 @@ impl KeyRing {
                 secret: Zeroizing::new(secret),
             });
         }
-        Ok(KeyRing { keys: Arc::new(keys) })
+        Ok(KeyRing {
+            keys: Arc::new(keys),
+        })
     }
 
     /// The key that seals new records.

@@ -9,7 +9,9 @@ pub struct RandomError;
 
 pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut out = [0u8; N];
-    SystemRandom::new().fill(&mut out).map_err(|_| RandomError)?;
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| RandomError)?;
     Ok(out)
 }
 

@@ -53,7 +53,9 @@ fn derive(ring_key: &[u8], purpose: Purpose, record_secret: &[u8]) -> LessSafeKe
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, record_secret).extract(ring_key);
     let info = [purpose.info()];
     // `expand` fails only when the output length exceeds 255 hash blocks; 32 bytes never does.
-    let okm = prk.expand(&info, &AES_256_GCM).expect("HKDF output of 32 bytes is always valid");
+    let okm = prk
+        .expand(&info, &AES_256_GCM)
+        .expect("HKDF output of 32 bytes is always valid");
     LessSafeKey::new(UnboundKey::from(okm))
 }
 
@@ -75,7 +77,11 @@ pub fn seal(
     aad.extend_from_slice(store_key);
     let mut body = plaintext.to_vec();
     derive(key.secret.as_slice(), purpose, record_secret)
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(&aad), &mut body)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce_bytes),
+            Aad::from(&aad),
+            &mut body,
+        )
         .map_err(|_| SealError::Forged)?;
     out.extend_from_slice(&body);
     Ok(out)
@@ -91,7 +97,9 @@ pub fn open(
     if sealed.len() < OVERHEAD || sealed[0] != VERSION {
         return Err(SealError::Malformed);
     }
-    let key = ring.find(&sealed[1..HEADER_LEN]).ok_or(SealError::UnknownKey)?;
+    let key = ring
+        .find(&sealed[1..HEADER_LEN])
+        .ok_or(SealError::UnknownKey)?;
     let nonce = Nonce::try_assume_unique_for_key(&sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN])
         .map_err(|_| SealError::Malformed)?;
     let mut aad = Vec::with_capacity(HEADER_LEN + store_key.len());
@@ -111,7 +119,9 @@ mod tests {
     use super::*;
 
     fn ring(n: usize) -> KeyRing {
-        let keys: Vec<String> = (0..n).map(|_| KeyRing::generate_encoded().expect("rng")).collect();
+        let keys: Vec<String> = (0..n)
+            .map(|_| KeyRing::generate_encoded().expect("rng"))
+            .collect();
         KeyRing::parse(&keys.join(",")).expect("valid")
     }
 
@@ -120,23 +130,44 @@ mod tests {
         let r = ring(1);
         let sealed = seal(&r, Purpose::Session, b"secret-a", b"key-1", b"hello").expect("seal");
         assert_ne!(&sealed[OVERHEAD - 16..OVERHEAD - 11], b"hello");
-        assert_eq!(open(&r, Purpose::Session, b"secret-a", b"key-1", &sealed).expect("open"), b"hello");
+        assert_eq!(
+            open(&r, Purpose::Session, b"secret-a", b"key-1", &sealed).expect("open"),
+            b"hello"
+        );
     }
 
     #[test]
     fn every_binding_matters() {
         let r = ring(1);
         let sealed = seal(&r, Purpose::Session, b"secret-a", b"key-1", b"hello").expect("seal");
-        assert_eq!(open(&r, Purpose::Session, b"secret-b", b"key-1", &sealed), Err(SealError::Forged));
-        assert_eq!(open(&r, Purpose::Session, b"secret-a", b"key-2", &sealed), Err(SealError::Forged));
-        assert_eq!(open(&r, Purpose::LoginState, b"secret-a", b"key-1", &sealed), Err(SealError::Forged));
-        assert_eq!(open(&ring(1), Purpose::Session, b"secret-a", b"key-1", &sealed), Err(SealError::UnknownKey));
+        assert_eq!(
+            open(&r, Purpose::Session, b"secret-b", b"key-1", &sealed),
+            Err(SealError::Forged)
+        );
+        assert_eq!(
+            open(&r, Purpose::Session, b"secret-a", b"key-2", &sealed),
+            Err(SealError::Forged)
+        );
+        assert_eq!(
+            open(&r, Purpose::LoginState, b"secret-a", b"key-1", &sealed),
+            Err(SealError::Forged)
+        );
+        assert_eq!(
+            open(&ring(1), Purpose::Session, b"secret-a", b"key-1", &sealed),
+            Err(SealError::UnknownKey)
+        );
         for i in 0..sealed.len() {
             let mut flipped = sealed.clone();
             flipped[i] ^= 0x01;
-            assert!(open(&r, Purpose::Session, b"secret-a", b"key-1", &flipped).is_err(), "bit flip at {i}");
+            assert!(
+                open(&r, Purpose::Session, b"secret-a", b"key-1", &flipped).is_err(),
+                "bit flip at {i}"
+            );
         }
-        assert_eq!(open(&r, Purpose::Session, b"secret-a", b"key-1", &sealed[..10]), Err(SealError::Malformed));
+        assert_eq!(
+            open(&r, Purpose::Session, b"secret-a", b"key-1", &sealed[..10]),
+            Err(SealError::Malformed)
+        );
     }
 
     #[test]
@@ -146,9 +177,15 @@ mod tests {
         let before = KeyRing::parse(&old).expect("valid");
         let after = KeyRing::parse(&format!("{new},{old}")).expect("valid");
         let sealed = seal(&before, Purpose::Session, b"s", b"k", b"data").expect("seal");
-        assert_eq!(open(&after, Purpose::Session, b"s", b"k", &sealed).expect("open"), b"data");
+        assert_eq!(
+            open(&after, Purpose::Session, b"s", b"k", &sealed).expect("open"),
+            b"data"
+        );
         let resealed = seal(&after, Purpose::Session, b"s", b"k", b"data").expect("seal");
         assert_eq!(&resealed[1..5], &after.active().id);
-        assert_eq!(open(&before, Purpose::Session, b"s", b"k", &resealed), Err(SealError::UnknownKey));
+        assert_eq!(
+            open(&before, Purpose::Session, b"s", b"k", &resealed),
+            Err(SealError::UnknownKey)
+        );
     }
 }

@@ -8,7 +8,9 @@ use http::{HeaderMap, Request};
 use ipnet::IpNet;
 
 pub fn peer_addr<B>(req: &Request<B>) -> Option<IpAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// Walks `X-Forwarded-For` from the right while the hops are trusted proxies.

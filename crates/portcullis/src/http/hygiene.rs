@@ -10,14 +10,21 @@ use axum::{
 use super::problem::ApiError;
 
 /// Headers some frameworks use to turn a POST into another method. Never honoured.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 pub async fn reject_unsafe_requests(req: Request, next: Next) -> Response {
     if let Err(why) = check_path(req.uri().path()) {
         tracing::info!(reason = why, "request path refused");
         return ApiError::BadRequest("path not allowed").into_response();
     }
-    if METHOD_OVERRIDE_HEADERS.iter().any(|h| req.headers().contains_key(*h)) {
+    if METHOD_OVERRIDE_HEADERS
+        .iter()
+        .any(|h| req.headers().contains_key(*h))
+    {
         tracing::info!("method-override header refused");
         return ApiError::BadRequest("method override not allowed").into_response();
     }
@@ -40,7 +47,9 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
         return Err("backslash");
     }
     let lower = path.to_ascii_lowercase();
-    for bad in ["%2e", "%2f", "%5c", "%00", "%252e", "%252f", "%255c", "%2500"] {
+    for bad in [
+        "%2e", "%2f", "%5c", "%00", "%252e", "%252f", "%255c", "%2500",
+    ] {
         if lower.contains(bad) {
             return Err("encoded dot, slash, backslash or NUL");
         }
@@ -78,7 +87,14 @@ mod tests {
 
     #[test]
     fn ordinary_paths_pass() {
-        for p in ["/", "/api/orders", "/api/orders/42", "/api/orders/a.b/c..d", "/api/x%20y", "/api/orders//x"] {
+        for p in [
+            "/",
+            "/api/orders",
+            "/api/orders/42",
+            "/api/orders/a.b/c..d",
+            "/api/x%20y",
+            "/api/orders//x",
+        ] {
             assert!(check_path(p).is_ok(), "{p} must pass");
         }
     }

@@ -52,7 +52,9 @@ impl ApiError {
             ApiError::NotFound => ("not-found", "Not found", None),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed", None),
             ApiError::PayloadTooLarge => ("payload-too-large", "Request body too large", None),
-            ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type", None),
+            ApiError::UnsupportedMediaType => {
+                ("unsupported-media-type", "Unsupported media type", None)
+            }
             ApiError::LoginFailed => ("login-failed", "Login failed", None),
             ApiError::BadGateway => ("bad-gateway", "Upstream unavailable", None),
             ApiError::GatewayTimeout => ("gateway-timeout", "Upstream timed out", None),
@@ -77,11 +79,17 @@ impl IntoResponse for ApiError {
         let mut resp = Response::new(Body::from(body.to_string()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
             // RFC 9110 requires a challenge with 401; this one names no scheme a browser would act on.
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Portcullis realm=\"bff\""));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Portcullis realm=\"bff\""),
+            );
         }
         resp
     }

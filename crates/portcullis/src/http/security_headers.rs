@@ -10,11 +10,26 @@ pub struct SecurityHeaders(Vec<(HeaderName, HeaderValue)>);
 impl SecurityHeaders {
     pub fn new(hsts: bool) -> Self {
         let mut v = vec![
-            (HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")),
-            (HeaderName::from_static("referrer-policy"), HeaderValue::from_static("no-referrer")),
-            (HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")),
-            (HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin")),
-            (HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin")),
+            (
+                HeaderName::from_static("x-content-type-options"),
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                HeaderName::from_static("referrer-policy"),
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            ),
+            (
+                HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (
+                HeaderName::from_static("cross-origin-resource-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
         ];
         if hsts {
             v.push((
@@ -26,7 +41,11 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn apply(axum::extract::State(headers): axum::extract::State<SecurityHeaders>, req: Request, next: Next) -> Response {
+pub async fn apply(
+    axum::extract::State(headers): axum::extract::State<SecurityHeaders>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     for (name, value) in &headers.0 {

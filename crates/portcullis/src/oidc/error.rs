@@ -1,6 +1,8 @@
 //! What can go wrong talking to the provider. Details go to logs; the browser sees only a status.
 
-use openidconnect::{HttpClientError, RequestTokenError, StandardErrorResponse, core::CoreErrorResponseType};
+use openidconnect::{
+    HttpClientError, RequestTokenError, StandardErrorResponse, core::CoreErrorResponseType,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -20,12 +22,17 @@ pub enum OidcError {
 }
 
 pub(super) fn from_token_request(
-    e: RequestTokenError<HttpClientError<reqwest::Error>, StandardErrorResponse<CoreErrorResponseType>>,
+    e: RequestTokenError<
+        HttpClientError<reqwest::Error>,
+        StandardErrorResponse<CoreErrorResponseType>,
+    >,
 ) -> OidcError {
     match e {
         RequestTokenError::ServerResponse(r) => OidcError::Rejected(r.error().as_ref().to_owned()),
         RequestTokenError::Request(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
-        RequestTokenError::Parse(e, _) => OidcError::Unavailable(format!("token endpoint response: {e}")),
+        RequestTokenError::Parse(e, _) => {
+            OidcError::Unavailable(format!("token endpoint response: {e}"))
+        }
         RequestTokenError::Other(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
     }
 }

@@ -48,22 +48,27 @@ pub(super) fn verify(
     nonce: Option<&str>,
     expected_sub: Option<&str>,
 ) -> Result<VerifiedIdToken, OidcError> {
-    let token = CoreIdToken::from_str(raw).map_err(|e| OidcError::InvalidIdToken(format!("malformed: {e}")))?;
+    let token = CoreIdToken::from_str(raw)
+        .map_err(|e| OidcError::InvalidIdToken(format!("malformed: {e}")))?;
     let now = now_unix();
     let login = nonce.is_some();
     // A public-client verifier has no shared secret, so HMAC-signed tokens can never verify.
-    let verifier = IdTokenVerifier::new_public_client(ClientId::new(cfg.client_id.clone()), d.issuer.clone(), d.jwks.clone())
-        .set_allowed_algs(ASYMMETRIC)
-        .set_issue_time_verifier_fn(move |iat: chrono::DateTime<chrono::Utc>| {
-            let iat = u64::try_from(iat.timestamp()).unwrap_or(0);
-            if iat > now + IAT_FUTURE_SKEW {
-                return Err("issued in the future".into());
-            }
-            if login && iat + LOGIN_MAX_AGE < now {
-                return Err("issued too long ago".into());
-            }
-            Ok(())
-        });
+    let verifier = IdTokenVerifier::new_public_client(
+        ClientId::new(cfg.client_id.clone()),
+        d.issuer.clone(),
+        d.jwks.clone(),
+    )
+    .set_allowed_algs(ASYMMETRIC)
+    .set_issue_time_verifier_fn(move |iat: chrono::DateTime<chrono::Utc>| {
+        let iat = u64::try_from(iat.timestamp()).unwrap_or(0);
+        if iat > now + IAT_FUTURE_SKEW {
+            return Err("issued in the future".into());
+        }
+        if login && iat + LOGIN_MAX_AGE < now {
+            return Err("issued too long ago".into());
+        }
+        Ok(())
+    });
     let expected_nonce = nonce.map(|n| Nonce::new(n.to_owned()));
     let verified = match &expected_nonce {
         Some(n) => token.claims(&verifier, n),
@@ -71,9 +76,9 @@ pub(super) fn verify(
         None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
     };
     let claims = verified.map_err(|e| match e {
-        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey) => {
-            OidcError::UnknownSigningKey
-        }
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        ) => OidcError::UnknownSigningKey,
         other => OidcError::InvalidIdToken(other.to_string()),
     })?;
     let sub = claims.subject().as_str().to_owned();
@@ -85,7 +90,9 @@ pub(super) fn verify(
     if let Some(expected) = expected_sub
         && expected != sub
     {
-        return Err(OidcError::InvalidIdToken("refreshed ID token names another subject".into()));
+        return Err(OidcError::InvalidIdToken(
+            "refreshed ID token names another subject".into(),
+        ));
     }
     let sid = all.get("sid").and_then(Value::as_str).map(str::to_owned);
     Ok(VerifiedIdToken {
@@ -105,7 +112,8 @@ fn payload(raw: &str) -> Result<Map<String, Value>, OidcError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| OidcError::InvalidIdToken("payload is not base64url".into()))?;
-    serde_json::from_slice(&bytes).map_err(|_| OidcError::InvalidIdToken("payload is not a JSON object".into()))
+    serde_json::from_slice(&bytes)
+        .map_err(|_| OidcError::InvalidIdToken("payload is not a JSON object".into()))
 }
 
 /// OIDC Core 3.1.3.7 (4, 5): several audiences need an `azp`; an `azp` must be this client.
@@ -114,7 +122,9 @@ fn check_azp(claims: &Map<String, Value>, client_id: &str) -> Result<(), OidcErr
     match claims.get("azp") {
         Some(Value::String(azp)) if azp == client_id => Ok(()),
         Some(_) => Err(OidcError::InvalidIdToken("azp is not this client".into())),
-        None if multiple_aud => Err(OidcError::InvalidIdToken("several audiences but no azp".into())),
+        None if multiple_aud => Err(OidcError::InvalidIdToken(
+            "several audiences but no azp".into(),
+        )),
         None => Ok(()),
     }
 }

@@ -1,12 +1,13 @@
 //! Provider metadata (OpenID Connect Discovery 1.0) and the configured client built from it.
 
 use openidconnect::{
-    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, IssuerUrl,
-    ProviderMetadata, RedirectUrl,
+    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
+    IssuerUrl, ProviderMetadata, RedirectUrl,
     core::{
-        CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
-        CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-        CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+        CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+        CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+        CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType,
+        CoreSubjectIdentifierType,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,14 @@ pub type Metadata = ProviderMetadata<
 >;
 
 /// A client with the authorization and token endpoints set.
-pub type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointNotSet>;
+pub type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointNotSet,
+>;
 
 pub struct Discovered {
     pub client: Client,
@@ -55,7 +63,9 @@ pub struct Discovered {
 
 impl std::fmt::Debug for Discovered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Discovered").field("issuer", &self.issuer.as_str()).finish_non_exhaustive()
+        f.debug_struct("Discovered")
+            .field("issuer", &self.issuer.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,8 +76,13 @@ fn endpoint(name: &str, value: Option<&String>) -> Result<Option<Url>, OidcError
 }
 
 impl Discovered {
-    pub async fn load(cfg: &OidcConfig, redirect: &RedirectUrl, http: &reqwest::Client) -> Result<Self, OidcError> {
-        let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
+    pub async fn load(
+        cfg: &OidcConfig,
+        redirect: &RedirectUrl,
+        http: &reqwest::Client,
+    ) -> Result<Self, OidcError> {
+        let issuer = IssuerUrl::new(cfg.issuer.clone())
+            .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
         // Validates that the document's `issuer` equals the configured issuer exactly.
         let meta = Metadata::discover_async(issuer.clone(), http)
             .await
@@ -90,19 +105,31 @@ impl Discovered {
         if let Some(pkce) = &meta.additional_metadata().code_challenge_methods_supported
             && !pkce.iter().any(|m| m == "S256")
         {
-            return Err(OidcError::Unavailable("provider does not support PKCE S256".into()));
+            return Err(OidcError::Unavailable(
+                "provider does not support PKCE S256".into(),
+            ));
         }
         let extra = meta.additional_metadata();
-        let revocation_endpoint = endpoint("revocation_endpoint", extra.revocation_endpoint.as_ref())?;
-        let end_session_endpoint = endpoint("end_session_endpoint", extra.end_session_endpoint.as_ref())?;
+        let revocation_endpoint =
+            endpoint("revocation_endpoint", extra.revocation_endpoint.as_ref())?;
+        let end_session_endpoint =
+            endpoint("end_session_endpoint", extra.end_session_endpoint.as_ref())?;
         let jwks_uri = meta.jwks_uri().clone();
         let jwks = meta.jwks().clone();
-        let client = CoreClient::new(ClientId::new(cfg.client_id.clone()), issuer.clone(), jwks.clone())
-            .set_client_secret(ClientSecret::new(cfg.client_secret.expose().to_owned()))
-            .set_auth_uri(meta.authorization_endpoint().clone())
-            .set_token_uri(token_endpoint)
-            .set_redirect_uri(redirect.clone())
-            .set_auth_type(if auth_basic { AuthType::BasicAuth } else { AuthType::RequestBody });
+        let client = CoreClient::new(
+            ClientId::new(cfg.client_id.clone()),
+            issuer.clone(),
+            jwks.clone(),
+        )
+        .set_client_secret(ClientSecret::new(cfg.client_secret.expose().to_owned()))
+        .set_auth_uri(meta.authorization_endpoint().clone())
+        .set_token_uri(token_endpoint)
+        .set_redirect_uri(redirect.clone())
+        .set_auth_type(if auth_basic {
+            AuthType::BasicAuth
+        } else {
+            AuthType::RequestBody
+        });
         Ok(Discovered {
             client,
             issuer,
@@ -115,7 +142,11 @@ impl Discovered {
     }
 
     /// The same provider with a freshly fetched key set (after an unknown `kid`).
-    pub async fn with_refetched_jwks(&self, cfg: &OidcConfig, http: &reqwest::Client) -> Result<Self, OidcError> {
+    pub async fn with_refetched_jwks(
+        &self,
+        cfg: &OidcConfig,
+        http: &reqwest::Client,
+    ) -> Result<Self, OidcError> {
         let jwks = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, http)
             .await
             .map_err(|e| OidcError::Unavailable(format!("JWKS: {e}")))?;

@@ -16,9 +16,8 @@ use std::{
 };
 
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, CsrfToken, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
-    TokenResponse,
+    AuthenticationFlow, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, TokenResponse,
     core::{CoreAuthPrompt, CoreResponseType, CoreTokenResponse},
 };
 use tokio::sync::Mutex;
@@ -79,8 +78,8 @@ impl OidcProvider {
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;
-        let redirect_uri =
-            RedirectUrl::new(redirect_uri).map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
+        let redirect_uri = RedirectUrl::new(redirect_uri)
+            .map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
         Ok(OidcProvider {
             cfg,
             redirect_uri,
@@ -100,7 +99,10 @@ impl OidcProvider {
     }
 
     fn current(&self) -> Option<Arc<Discovered>> {
-        self.discovered.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.discovered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn ready(&self) -> Result<Arc<Discovered>, OidcError> {
@@ -162,7 +164,12 @@ impl OidcProvider {
 
     /// Exchanges an authorization code (with the PKCE verifier) and validates the ID token
     /// against the nonce sent in the authorization request (OIDC Core 3.1.3.7).
-    pub async fn exchange_code(&self, code: String, pkce_verifier: String, nonce: &str) -> Result<Tokens, OidcError> {
+    pub async fn exchange_code(
+        &self,
+        code: String,
+        pkce_verifier: String,
+        nonce: &str,
+    ) -> Result<Tokens, OidcError> {
         let d = self.ready()?;
         let response = d
             .client
@@ -181,7 +188,11 @@ impl OidcProvider {
 
     /// Uses a refresh token. A returned ID token must be valid and name the same `iss` and `sub`
     /// as the session (OIDC Core 12.2).
-    pub async fn refresh(&self, refresh_token: &str, expected_sub: &str) -> Result<Tokens, OidcError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        expected_sub: &str,
+    ) -> Result<Tokens, OidcError> {
         let d = self.ready()?;
         let rt = RefreshToken::new(refresh_token.to_owned());
         let response = d
@@ -191,7 +202,10 @@ impl OidcProvider {
             .await
             .map_err(error::from_token_request)?;
         let id_token = match response.id_token() {
-            Some(t) => Some(self.verify_id_token(&t.to_string(), None, Some(expected_sub)).await?),
+            Some(t) => Some(
+                self.verify_id_token(&t.to_string(), None, Some(expected_sub))
+                    .await?,
+            ),
             None => None,
         };
         Ok(tokens(&response, id_token))
@@ -234,7 +248,9 @@ impl OidcProvider {
     pub async fn revoke_refresh_token(&self, token: &str) -> Result<(), OidcError> {
         let d = self.ready()?;
         match &d.revocation_endpoint {
-            Some(endpoint) => revoke::revoke(&self.http, endpoint, &self.cfg, d.auth_basic, token).await,
+            Some(endpoint) => {
+                revoke::revoke(&self.http, endpoint, &self.cfg, d.auth_basic, token).await
+            }
             None => Ok(()),
         }
     }
@@ -247,7 +263,10 @@ impl OidcProvider {
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("client_id", &self.cfg.client_id);
-            q.append_pair("post_logout_redirect_uri", self.cfg.post_logout_redirect_uri.as_str());
+            q.append_pair(
+                "post_logout_redirect_uri",
+                self.cfg.post_logout_redirect_uri.as_str(),
+            );
             if self.cfg.dangerous_send_id_token_hint_on_logout
                 && let Some(t) = id_token
             {
@@ -261,7 +280,9 @@ impl OidcProvider {
 fn tokens(response: &CoreTokenResponse, id_token: Option<VerifiedIdToken>) -> Tokens {
     Tokens {
         access_token: response.access_token().secret().clone(),
-        access_expires_at: response.expires_in().map(|d| now_unix().saturating_add(d.as_secs())),
+        access_expires_at: response
+            .expires_in()
+            .map(|d| now_unix().saturating_add(d.as_secs())),
         refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         id_token,
     }

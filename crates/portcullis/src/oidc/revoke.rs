@@ -36,6 +36,9 @@ pub async fn revoke(
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(OidcError::Rejected(format!("revocation endpoint answered {}", resp.status())))
+        Err(OidcError::Rejected(format!(
+            "revocation endpoint answered {}",
+            resp.status()
+        )))
     }
 }

@@ -57,13 +57,12 @@ pub fn upstream_request(
     client_ip: Option<IpAddr>,
     prior_forwarded_for: Option<String>,
     origin: &PublicOrigin,
-) -> Result<(), ()> {
+) -> Result<(), http::header::InvalidHeaderValue> {
     strip_hop_by_hop(h);
     for n in BROWSER_ONLY {
         h.remove(n);
     }
-    let auth = HeaderValue::from_str(&format!("Bearer {bearer}")).map_err(|_| ())?;
-    let mut auth = auth;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
     auth.set_sensitive(true);
     h.insert(header::AUTHORIZATION, auth);
     let xff = match (prior_forwarded_for, client_ip) {
@@ -118,14 +117,40 @@ mod tests {
         ] {
             h.append(k, HeaderValue::from_static(v));
         }
-        upstream_request(&mut h, "AT", Some("203.0.113.5".parse().expect("ip")), None, &origin()).expect("ok");
-        assert_eq!(h.get("authorization").map(|v| v.as_bytes()), Some(&b"Bearer AT"[..]));
-        for gone in ["cookie", "x-csrf-token", "connection", "x-secret-hop", "te", "forwarded"] {
+        upstream_request(
+            &mut h,
+            "AT",
+            Some("203.0.113.5".parse().expect("ip")),
+            None,
+            &origin(),
+        )
+        .expect("ok");
+        assert_eq!(
+            h.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer AT"[..])
+        );
+        for gone in [
+            "cookie",
+            "x-csrf-token",
+            "connection",
+            "x-secret-hop",
+            "te",
+            "forwarded",
+        ] {
             assert!(!h.contains_key(gone), "{gone} must be stripped");
         }
-        assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"203.0.113.5"[..]));
-        assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"https"[..]));
-        assert_eq!(h.get("accept").map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"203.0.113.5"[..])
+        );
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
+        assert_eq!(
+            h.get("accept").map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
     }
 
     #[test]

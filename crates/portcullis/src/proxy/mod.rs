@@ -55,7 +55,9 @@ impl Proxy {
     }
 
     fn route_for(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| path_within(path, &r.cfg.prefix))
+        self.routes
+            .iter()
+            .find(|r| path_within(path, &r.cfg.prefix))
     }
 }
 
@@ -71,7 +73,11 @@ pub async fn dispatch(
     }
 }
 
-async fn forward(state: &AppState, current: CurrentSession, req: Request) -> Result<Response, ApiError> {
+async fn forward(
+    state: &AppState,
+    current: CurrentSession,
+    req: Request,
+) -> Result<Response, ApiError> {
     let proxy = &state.proxy;
     let Some(route) = proxy.route_for(req.uri().path()) else {
         return crate::static_files::serve(state, req).await;
@@ -94,13 +100,26 @@ async fn forward(state: &AppState, current: CurrentSession, req: Request) -> Res
     // peer's own address is always appended.
     let peer = client_ip::peer_addr(&req);
     let prior_xff = peer
-        .filter(|p| state.config.server.trusted_proxies.iter().any(|n| n.contains(p)))
+        .filter(|p| {
+            state
+                .config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(p))
+        })
         .and_then(|_| req.headers().get("x-forwarded-for"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (mut parts, body) = req.into_parts();
-    headers::upstream_request(&mut parts.headers, &token, peer, prior_xff, &state.config.server.public_origin)
-        .map_err(|()| ApiError::Internal)?;
+    headers::upstream_request(
+        &mut parts.headers,
+        &token,
+        peer,
+        prior_xff,
+        &state.config.server.public_origin,
+    )
+    .map_err(|_| ApiError::Internal)?;
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
@@ -149,7 +168,8 @@ fn upstream_uri(route: &RouteConfig, incoming: &Uri) -> Result<Uri, ApiError> {
         s.push('?');
         s.push_str(q);
     }
-    s.parse().map_err(|_| ApiError::BadRequest("invalid upstream URL"))
+    s.parse()
+        .map_err(|_| ApiError::BadRequest("invalid upstream URL"))
 }
 
 #[cfg(test)]
@@ -170,11 +190,25 @@ mod tests {
     #[test]
     fn prefix_is_replaced_by_base_path() {
         let r = route("/api/orders", "http://up:7001/v1");
-        let u = |s: &str| upstream_uri(&r, &s.parse().expect("uri")).expect("ok").to_string();
+        let u = |s: &str| {
+            upstream_uri(&r, &s.parse().expect("uri"))
+                .expect("ok")
+                .to_string()
+        };
         assert_eq!(u("/api/orders/42?x=1"), "http://up:7001/v1/42?x=1");
         assert_eq!(u("/api/orders"), "http://up:7001/v1");
         let root = route("/api", "http://up:7001");
-        assert_eq!(upstream_uri(&root, &"/api".parse().expect("uri")).expect("ok").to_string(), "http://up:7001/");
-        assert_eq!(upstream_uri(&root, &"/api/ok".parse().expect("uri")).expect("ok").to_string(), "http://up:7001/ok");
+        assert_eq!(
+            upstream_uri(&root, &"/api".parse().expect("uri"))
+                .expect("ok")
+                .to_string(),
+            "http://up:7001/"
+        );
+        assert_eq!(
+            upstream_uri(&root, &"/api/ok".parse().expect("uri"))
+                .expect("ok")
+                .to_string(),
+            "http://up:7001/ok"
+        );
     }
 }

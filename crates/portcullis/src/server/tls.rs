@@ -9,12 +9,14 @@ use crate::config::TlsFiles;
 
 pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
     let certs = rustls_pemfile::certs(&mut BufReader::new(
-        File::open(&files.cert_file).with_context(|| format!("opening {}", files.cert_file.display()))?,
+        File::open(&files.cert_file)
+            .with_context(|| format!("opening {}", files.cert_file.display()))?,
     ))
     .collect::<Result<Vec<_>, _>>()
     .context("reading the certificate chain")?;
     let key = rustls_pemfile::private_key(&mut BufReader::new(
-        File::open(&files.key_file).with_context(|| format!("opening {}", files.key_file.display()))?,
+        File::open(&files.key_file)
+            .with_context(|| format!("opening {}", files.key_file.display()))?,
     ))
     .context("reading the private key")?
     .context("no private key in the key file")?;

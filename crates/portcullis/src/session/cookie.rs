@@ -32,7 +32,9 @@ pub fn single<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
 }
 
 fn build(name: &str, value: &str, same_site: &str, max_age: u64) -> HeaderValue {
-    let s = format!("{name}={value}; Secure; HttpOnly; SameSite={same_site}; Path=/; Max-Age={max_age}");
+    let s = format!(
+        "{name}={value}; Secure; HttpOnly; SameSite={same_site}; Path=/; Max-Age={max_age}"
+    );
     // Names are validated at config time and values are base64url: always a valid header.
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
 }
@@ -64,9 +66,15 @@ mod tests {
     #[test]
     fn parsing_is_exact_and_rejects_duplicates() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; __host-SessionID=x; __Host-SessionID=good"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __host-SessionID=x; __Host-SessionID=good"),
+        );
         assert_eq!(single(&h, "__Host-SessionID"), Some("good"));
-        h.append(header::COOKIE, HeaderValue::from_static("__Host-SessionID=evil"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-SessionID=evil"),
+        );
         assert_eq!(single(&h, "__Host-SessionID"), None);
         assert_eq!(values(&h, "__Host-SessionID").count(), 2);
     }

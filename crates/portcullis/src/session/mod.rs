@@ -52,7 +52,12 @@ pub struct SessionManager {
 }
 
 impl SessionManager {
-    pub fn new(store: Arc<dyn SessionStore>, keys: KeyRing, absolute_lifetime: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        keys: KeyRing,
+        absolute_lifetime: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         SessionManager {
             store,
             keys,
@@ -73,7 +78,11 @@ impl SessionManager {
     pub async fn create(&self, record: SessionRecord) -> Result<Session, SessionError> {
         let ticket = Ticket::generate().map_err(|_| SealError::Random)?;
         let key = ticket.store_key(Namespace::Session);
-        let session = Session { ticket, key, record };
+        let session = Session {
+            ticket,
+            key,
+            record,
+        };
         self.save(&session).await?;
         Ok(session)
     }
@@ -85,9 +94,15 @@ impl SessionManager {
         let Some(entry) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        let record: SessionRecord = match seal::open(&self.keys, Purpose::Session, ticket.secret(), key.0.as_bytes(), &entry.value)
-            .map_err(|e| e.to_string())
-            .and_then(|plain| serde_json::from_slice(&plain).map_err(|e| e.to_string()))
+        let record: SessionRecord = match seal::open(
+            &self.keys,
+            Purpose::Session,
+            ticket.secret(),
+            key.0.as_bytes(),
+            &entry.value,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|plain| serde_json::from_slice(&plain).map_err(|e| e.to_string()))
         {
             Ok(r) => r,
             Err(why) => {
@@ -107,7 +122,11 @@ impl SessionManager {
         if wanted > entry.ttl + slack {
             self.store.touch(&key, wanted).await?;
         }
-        Ok(Some(Session { ticket, key, record }))
+        Ok(Some(Session {
+            ticket,
+            key,
+            record,
+        }))
     }
 
     /// Re-reads a session (after waiting for a lock, another task may have changed it).
@@ -117,10 +136,20 @@ impl SessionManager {
     }
 
     pub async fn save(&self, session: &Session) -> Result<(), SessionError> {
-        let plain = Zeroizing::new(serde_json::to_vec(&session.record).map_err(|e| SessionError::Encode(e.to_string()))?);
-        let sealed = seal::seal(&self.keys, Purpose::Session, session.ticket.secret(), session.key.0.as_bytes(), &plain)?;
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&session.record).map_err(|e| SessionError::Encode(e.to_string()))?,
+        );
+        let sealed = seal::seal(
+            &self.keys,
+            Purpose::Session,
+            session.ticket.secret(),
+            session.key.0.as_bytes(),
+            &plain,
+        )?;
         let ttl = self.ttl_for(&session.record, now_unix());
-        self.store.set(&session.key, Bytes::from(sealed), ttl).await?;
+        self.store
+            .set(&session.key, Bytes::from(sealed), ttl)
+            .await?;
         Ok(())
     }
 
@@ -137,3 +166,109 @@ impl SessionManager {
 }
 
 use zeroize::Zeroizing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn manager(absolute: u64, idle_ms: u64) -> SessionManager {
+        let keys = KeyRing::parse(&KeyRing::generate_encoded().expect("rng")).expect("keys");
+        SessionManager::new(
+            Arc::new(MemoryStore::new()),
+            keys,
+            Duration::from_secs(absolute),
+            Duration::from_millis(idle_ms),
+        )
+    }
+
+    fn record(absolute_in: u64) -> SessionRecord {
+        let now = now_unix();
+        SessionRecord {
+            sub: "alice".into(),
+            iss: "https://idp".into(),
+            sid: None,
+            user: Default::default(),
+            csrf_token: "c".into(),
+            access_token: "at".into(),
+            access_expires_at: None,
+            refresh_token: None,
+            id_token: None,
+            created_at: now,
+            absolute_expires_at: now + absolute_in,
+        }
+    }
+
+    fn reparse(t: &Ticket) -> Ticket {
+        Ticket::parse(&t.encode()).expect("ticket")
+    }
+
+    #[tokio::test]
+    async fn create_load_and_the_store_sees_only_sealed_bytes() {
+        let m = manager(3600, 60_000);
+        let s = m.create(record(3600)).await.expect("create");
+        let raw = m
+            .store()
+            .get(&s.key)
+            .await
+            .expect("get")
+            .expect("stored")
+            .value;
+        assert!(
+            !raw.windows(5).any(|w| w == b"alice"),
+            "plaintext never reaches the store"
+        );
+        let loaded = m
+            .load(reparse(&s.ticket))
+            .await
+            .expect("load")
+            .expect("live");
+        assert_eq!(loaded.record.sub, "alice");
+        // A different ticket finds nothing.
+        assert!(
+            m.load(Ticket::generate().expect("rng"))
+                .await
+                .expect("load")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_ends_an_unused_session() {
+        let m = manager(3600, 1000);
+        let s = m.create(record(3600)).await.expect("create");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(m.load(reparse(&s.ticket)).await.expect("load").is_none());
+    }
+
+    #[tokio::test]
+    async fn absolute_lifetime_ends_a_busy_session() {
+        let m = manager(3600, 60_000);
+        let s = m.create(record(1)).await.expect("create");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(m.load(reparse(&s.ticket)).await.expect("load").is_none());
+        assert!(
+            m.store().get(&s.key).await.expect("get").is_none(),
+            "expired record deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_under_a_retired_key_is_dropped() {
+        let m = manager(3600, 60_000);
+        let s = m.create(record(3600)).await.expect("create");
+        let other = SessionManager::new(
+            Arc::clone(m.store()),
+            KeyRing::parse(&KeyRing::generate_encoded().expect("rng")).expect("keys"),
+            m.absolute_lifetime,
+            m.idle_timeout,
+        );
+        assert!(
+            other
+                .load(reparse(&s.ticket))
+                .await
+                .expect("load")
+                .is_none()
+        );
+    }
+}

@@ -46,7 +46,12 @@ impl Refresher {
         if !needs_refresh(&session.record, skew, now_unix()) {
             return Ok(session.record.access_token.clone());
         }
-        let mutex = Arc::clone(self.inflight.entry(session.key.clone()).or_default().value());
+        let mutex = Arc::clone(
+            self.inflight
+                .entry(session.key.clone())
+                .or_default()
+                .value(),
+        );
         let result = {
             let _local = mutex.lock().await;
             self.refresh_locked(sessions, oidc, session, skew).await
@@ -71,7 +76,11 @@ impl Refresher {
             if !needs_refresh(&current.record, skew, now_unix()) {
                 return Ok(current.record.access_token);
             }
-            match store.try_lock(&session.key, LOCK_LEASE).await.map_err(unavailable)? {
+            match store
+                .try_lock(&session.key, LOCK_LEASE)
+                .await
+                .map_err(unavailable)?
+            {
                 Some(token) => {
                     let result = self.refresh_now(sessions, oidc, current).await;
                     if let Err(e) = store.unlock(&session.key, &token).await {
@@ -79,7 +88,9 @@ impl Refresher {
                     }
                     return result;
                 }
-                None if tokio::time::Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOCK_POLL).await
+                }
                 None => return Err(ApiError::Unavailable),
             }
         }
@@ -93,7 +104,11 @@ impl Refresher {
     ) -> Result<String, ApiError> {
         // Re-check under the lock: another instance may have refreshed just before we got it.
         let current_fresh = reload(sessions, &current).await?;
-        if !needs_refresh(&current_fresh.record, oidc.config().refresh_skew, now_unix()) {
+        if !needs_refresh(
+            &current_fresh.record,
+            oidc.config().refresh_skew,
+            now_unix(),
+        ) {
             return Ok(current_fresh.record.access_token);
         }
         current = current_fresh;

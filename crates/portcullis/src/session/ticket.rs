@@ -99,6 +99,11 @@ mod tests {
         let k = t.store_key(Namespace::Session);
         assert!(!k.0.contains(&t.encode()));
         assert_ne!(k, t.store_key(Namespace::LoginState));
-        assert_eq!(k, Ticket::parse(&t.encode()).expect("valid").store_key(Namespace::Session));
+        assert_eq!(
+            k,
+            Ticket::parse(&t.encode())
+                .expect("valid")
+                .store_key(Namespace::Session)
+        );
     }
 }

@@ -131,10 +131,15 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn try_lock(&self, key: &StoreKey, lease: Duration) -> Result<Option<LockToken>, StoreError> {
+    async fn try_lock(
+        &self,
+        key: &StoreKey,
+        lease: Duration,
+    ) -> Result<Option<LockToken>, StoreError> {
         let now = Instant::now();
         let token = u128::from_ne_bytes(
-            crate::crypto::random::bytes::<16>().map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            crate::crypto::random::bytes::<16>()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
         );
         let mut entry = self.inner.locks.entry(key.clone()).or_insert((0, now));
         if entry.0 != 0 && entry.1 > now {
@@ -151,5 +156,30 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        super::super::conformance::run_all(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn purge_reclaims_expired_entries() {
+        let s = MemoryStore::new();
+        let k = StoreKey("s:purge".into());
+        s.set(&k, Bytes::from_static(b"v"), Duration::from_millis(10))
+            .await
+            .expect("set");
+        assert_eq!(s.len(), 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.purge_expired();
+        assert!(s.is_empty());
     }
 }

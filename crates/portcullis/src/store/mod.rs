@@ -1,6 +1,8 @@
 //! Session stores. A store sees only opaque, already-sealed bytes under opaque keys, with a TTL;
 //! sealing happens once, above every backend (see `crate::session`).
 
+#[cfg(test)]
+mod conformance;
 mod memory;
 
 use std::{fmt, time::Duration};
@@ -50,7 +52,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError>;
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError>;
     /// Takes a lease-bound lock, or `None` if someone else holds it.
-    async fn try_lock(&self, key: &StoreKey, lease: Duration) -> Result<Option<LockToken>, StoreError>;
+    async fn try_lock(
+        &self,
+        key: &StoreKey,
+        lease: Duration,
+    ) -> Result<Option<LockToken>, StoreError>;
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError>;
     /// Readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;

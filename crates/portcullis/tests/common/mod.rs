@@ -43,7 +43,9 @@ fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,hyper=info,h2=info,reqwest=debug"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "trace,hyper=info,h2=info,reqwest=debug",
+            ))
             .json()
             .with_writer(|| LogSink)
             .try_init();
@@ -51,7 +53,13 @@ fn init_logs() {
 }
 
 pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    String::from_utf8_lossy(
+        &LOGS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    )
+    .into_owned()
 }
 
 pub struct Options {
@@ -117,13 +125,17 @@ impl Stack {
 
     pub async fn start_with(opts: Options) -> Stack {
         init_logs();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
         let port = listener.local_addr().expect("addr").port();
         let base = format!("http://localhost:{port}");
         let mut idp_opts = IdpOptions::new(format!("{base}/bff/callback"));
         idp_opts.post_logout_redirect_uris = vec![format!("{base}/")];
         idp_opts.access_token_ttl_secs = opts.access_token_ttl;
-        let idp = Idp::start(idp_opts).await.expect("start the OpenID Provider");
+        let idp = Idp::start(idp_opts)
+            .await
+            .expect("start the OpenID Provider");
         let upstream = RecordingUpstream::start().await;
         let keys = write_secret("keys", &KeyRing::generate_encoded().expect("rng"));
         let secret = write_secret("secret", idp.client_secret());
@@ -173,7 +185,11 @@ connect_timeout = "1s"
         );
         let config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config: {e}"));
         let state = AppState::new(config).expect("state");
-        state.oidc.discover().await.expect("discovery against the real IdP");
+        state
+            .oidc
+            .discover()
+            .await
+            .expect("discovery against the real IdP");
         let (tx, rx) = oneshot::channel();
         let server_state = state.clone();
         let server = tokio::spawn(async move {
@@ -200,18 +216,33 @@ connect_timeout = "1s"
     /// Logs `browser` in through the provider's real login form; returns the session cookie.
     pub async fn login(&self, browser: &Browser) -> String {
         let outcome = browser
-            .login_via_form(&self.url("/bff/login?returnTo=/home"), self.idp.username(), self.idp.password())
+            .login_via_form(
+                &self.url("/bff/login?returnTo=/home"),
+                self.idp.username(),
+                self.idp.password(),
+            )
             .await
             .expect("login through the provider's form");
-        assert_eq!(outcome.callback_response.status.as_u16(), 302, "callback: {}", outcome.callback_response.text());
+        assert_eq!(
+            outcome.callback_response.status.as_u16(),
+            302,
+            "callback: {}",
+            outcome.callback_response.text()
+        );
         browser.cookie(COOKIE).expect("session cookie set")
     }
 
     /// The CSRF token from `GET /bff/session`.
     pub async fn csrf(&self, browser: &Browser) -> String {
-        let r = browser.get(&self.url("/bff/session")).await.expect("session");
+        let r = browser
+            .get(&self.url("/bff/session"))
+            .await
+            .expect("session");
         assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-        r.json().expect("json")["csrfToken"].as_str().expect("csrfToken").to_owned()
+        r.json().expect("json")["csrfToken"]
+            .as_str()
+            .expect("csrfToken")
+            .to_owned()
     }
 
     /// The server-side record behind a cookie (tests only: opening needs the cookie's ticket).
@@ -245,11 +276,18 @@ pub async fn raw_status(base: &str, request_line_target: &str, extra_headers: &s
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let authority = base.trim_start_matches("http://");
     let port = authority.rsplit(':').next().expect("port");
-    let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.expect("connect");
-    let req = format!("GET {request_line_target} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}Connection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {request_line_target} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}Connection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }

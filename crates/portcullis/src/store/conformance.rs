@@ -1,0 +1,145 @@
+//! One conformance suite for every store backend: each backend's tests call [`run_all`].
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+
+use super::{SessionStore, StoreKey};
+
+fn key(s: &str) -> StoreKey {
+    StoreKey(format!("s:conformance-{s}"))
+}
+
+pub async fn run_all(store: Arc<dyn SessionStore>) {
+    set_get_delete(&*store).await;
+    ttl_expires(&*store).await;
+    touch_extends_only_live_entries(&*store).await;
+    take_is_single_use_under_concurrency(Arc::clone(&store)).await;
+    lock_is_exclusive_and_lease_bound(&*store).await;
+    store.ping().await.expect("ping");
+}
+
+async fn set_get_delete(s: &dyn SessionStore) {
+    let k = key("sgd");
+    assert!(s.get(&k).await.expect("get").is_none());
+    s.set(&k, Bytes::from_static(b"v1"), Duration::from_secs(60))
+        .await
+        .expect("set");
+    let e = s.get(&k).await.expect("get").expect("present");
+    assert_eq!(&e.value[..], b"v1");
+    assert!(e.ttl <= Duration::from_secs(60) && e.ttl > Duration::from_secs(50));
+    s.set(&k, Bytes::from_static(b"v2"), Duration::from_secs(60))
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        &s.get(&k).await.expect("get").expect("present").value[..],
+        b"v2"
+    );
+    s.delete(&k).await.expect("delete");
+    assert!(s.get(&k).await.expect("get").is_none());
+    s.delete(&k).await.expect("deleting a missing key is fine");
+}
+
+async fn ttl_expires(s: &dyn SessionStore) {
+    let k = key("ttl");
+    s.set(&k, Bytes::from_static(b"v"), Duration::from_millis(100))
+        .await
+        .expect("set");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        s.get(&k).await.expect("get").is_none(),
+        "expired entries are gone"
+    );
+    assert!(s.take(&k).await.expect("take").is_none());
+}
+
+async fn touch_extends_only_live_entries(s: &dyn SessionStore) {
+    let k = key("touch");
+    assert!(
+        !s.touch(&k, Duration::from_secs(60))
+            .await
+            .expect("touch missing")
+    );
+    s.set(&k, Bytes::from_static(b"v"), Duration::from_secs(5))
+        .await
+        .expect("set");
+    assert!(s.touch(&k, Duration::from_secs(120)).await.expect("touch"));
+    let ttl = s.get(&k).await.expect("get").expect("present").ttl;
+    assert!(
+        ttl > Duration::from_secs(100),
+        "touch set the new TTL ({ttl:?})"
+    );
+    assert_eq!(
+        &s.get(&k).await.expect("get").expect("present").value[..],
+        b"v",
+        "value unchanged"
+    );
+}
+
+async fn take_is_single_use_under_concurrency(s: Arc<dyn SessionStore>) {
+    let k = key("take");
+    s.set(&k, Bytes::from_static(b"once"), Duration::from_secs(60))
+        .await
+        .expect("set");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let s = Arc::clone(&s);
+        let k = k.clone();
+        tasks.push(tokio::spawn(async move {
+            s.take(&k).await.expect("take").is_some()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.expect("join"));
+    }
+    assert_eq!(winners, 1, "exactly one taker");
+}
+
+async fn lock_is_exclusive_and_lease_bound(s: &dyn SessionStore) {
+    let k = key("lock");
+    let t1 = s
+        .try_lock(&k, Duration::from_millis(200))
+        .await
+        .expect("lock")
+        .expect("free");
+    assert!(
+        s.try_lock(&k, Duration::from_secs(1))
+            .await
+            .expect("lock")
+            .is_none(),
+        "held"
+    );
+    // A stale token cannot release someone else's lock.
+    s.unlock(&k, &super::LockToken(t1.0.wrapping_add(1)))
+        .await
+        .expect("unlock");
+    assert!(
+        s.try_lock(&k, Duration::from_secs(1))
+            .await
+            .expect("lock")
+            .is_none(),
+        "still held"
+    );
+    s.unlock(&k, &t1).await.expect("unlock");
+    let t2 = s
+        .try_lock(&k, Duration::from_millis(100))
+        .await
+        .expect("lock")
+        .expect("free again");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let t3 = s
+        .try_lock(&k, Duration::from_secs(1))
+        .await
+        .expect("lock")
+        .expect("lease expired");
+    // The expired holder's unlock must not free the new holder's lock.
+    s.unlock(&k, &t2).await.expect("unlock");
+    assert!(
+        s.try_lock(&k, Duration::from_secs(1))
+            .await
+            .expect("lock")
+            .is_none()
+    );
+    s.unlock(&k, &t3).await.expect("unlock");
+}

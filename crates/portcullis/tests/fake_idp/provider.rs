@@ -1,0 +1,277 @@
+//! An in-process OpenID Provider on 127.0.0.1 whose token endpoint answers whatever the test
+//! scripts. It serves discovery, a swappable JWKS and a token endpoint that, like a real
+//! provider, insists on `client_secret_basic` and on the PKCE verifier matching the S256
+//! challenge of the authorization request. The authorization endpoint is only advertised: tests
+//! read the authorization request from the gateway's redirect and register the grant directly.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub const CLIENT_ID: &str = "portcullis-test";
+pub const CLIENT_SECRET: &str = "s3cr3t:with/odd&chars+";
+
+/// What the authorization endpoint would have remembered about a code it issued.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub code_challenge: String,
+    pub nonce: String,
+    pub redirect_uri: String,
+}
+
+/// The token endpoint's answer once client and grant check out.
+#[derive(Debug, Clone)]
+pub enum TokenReply {
+    IdToken(String),
+    NoIdToken,
+    /// 400 with an OAuth error body.
+    OAuthError(&'static str),
+    /// Any status with a raw body of the given content type.
+    Raw(StatusCode, &'static str, &'static str),
+}
+
+pub type Script = Box<dyn Fn(&Grant) -> TokenReply + Send + Sync>;
+
+/// What the token endpoint saw in one request.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub basic_auth: Option<(String, String)>,
+    pub form: HashMap<String, String>,
+    /// The answer's status.
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdpOptions {
+    /// Advertise a token endpoint nobody listens on.
+    pub dead_token_endpoint: bool,
+}
+
+struct Shared {
+    issuer: String,
+    token_endpoint: String,
+    jwks: Mutex<Vec<Value>>,
+    jwks_fetches: AtomicUsize,
+    grants: Mutex<HashMap<String, Grant>>,
+    script: Mutex<Option<Script>>,
+    token_requests: Mutex<Vec<TokenRequest>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+pub struct FakeIdp {
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeIdp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+    }
+}
+
+async fn dead_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/token")
+}
+
+impl FakeIdp {
+    pub async fn start(jwks: Vec<Value>, opts: IdpOptions) -> FakeIdp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake IdP");
+        let issuer = format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let token_endpoint = if opts.dead_token_endpoint {
+            dead_url().await
+        } else {
+            format!("{issuer}/token")
+        };
+        let shared = Arc::new(Shared {
+            issuer,
+            token_endpoint,
+            jwks: Mutex::new(jwks),
+            jwks_fetches: AtomicUsize::new(0),
+            grants: Mutex::default(),
+            script: Mutex::default(),
+            token_requests: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks_doc))
+            .route("/token", post(token))
+            .with_state(Arc::clone(&shared));
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        FakeIdp {
+            shared,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// Replaces the published key set (key rotation).
+    pub fn set_jwks(&self, keys: Vec<Value>) {
+        *lock(&self.shared.jwks) = keys;
+    }
+
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Issues `code` for an authorization request (as the authorization endpoint would).
+    pub fn issue_code(&self, code: &str, grant: Grant) {
+        lock(&self.shared.grants).insert(code.to_owned(), grant);
+    }
+
+    /// How the token endpoint answers a well-formed request.
+    pub fn script(&self, f: impl Fn(&Grant) -> TokenReply + Send + Sync + 'static) {
+        *lock(&self.shared.script) = Some(Box::new(f));
+    }
+
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        lock(&self.shared.token_requests).clone()
+    }
+}
+
+async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let iss = &s.issuer;
+    Json(json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/authorize"),
+        "token_endpoint": s.token_endpoint,
+        "jwks_uri": format!("{iss}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+    }))
+}
+
+async fn jwks_doc(State(s): State<Arc<Shared>>) -> Json<Value> {
+    s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    Json(json!({ "keys": *lock(&s.jwks) }))
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> Response {
+    let mut resp = (status, Json(json!({ "error": error }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic"));
+    }
+    resp
+}
+
+/// RFC 6749 2.3.1: `client_secret_basic` credentials are form-encoded, then Basic-encoded.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let decoded = STANDARD.decode(value.strip_prefix("Basic ")?).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| -> String {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((unescape(id), unescape(secret)))
+}
+
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()))
+}
+
+async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let basic_auth = basic_credentials(&headers);
+    let resp = answer_token(&s, basic_auth.as_ref(), &form);
+    lock(&s.token_requests).push(TokenRequest {
+        basic_auth,
+        form,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+fn answer_token(s: &Shared, basic: Option<&(String, String)>, form: &HashMap<String, String>) -> Response {
+    let client_ok = basic.is_some_and(|(id, secret)| id == CLIENT_ID && secret == CLIENT_SECRET);
+    if !client_ok || form.contains_key("client_secret") {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    // Codes are single-use: taken whatever happens next.
+    let grant = form.get("code").and_then(|c| lock(&s.grants).remove(c));
+    let Some(grant) = grant else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    let pkce_ok = form.get("code_verifier").is_some_and(|v| s256(v) == grant.code_challenge);
+    let redirect_ok = form.get("redirect_uri") == Some(&grant.redirect_uri);
+    if !pkce_ok || !redirect_ok {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let reply = match lock(&s.script).as_ref() {
+        Some(script) => script(&grant),
+        None => TokenReply::OAuthError("server_error"),
+    };
+    let mut tokens = json!({
+        "access_token": "at-opaque-1",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": "rt-opaque-1",
+    });
+    match reply {
+        TokenReply::IdToken(t) => {
+            tokens["id_token"] = Value::from(t);
+            (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(tokens)).into_response()
+        }
+        TokenReply::NoIdToken => (StatusCode::OK, Json(tokens)).into_response(),
+        TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),
+        TokenReply::Raw(status, content_type, body) => (status, [(header::CONTENT_TYPE, content_type)], body).into_response(),
+    }
+}

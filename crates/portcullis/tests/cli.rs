@@ -45,7 +45,12 @@ client_id = "x"
 client_secret_env = "PORTCULLIS_CLI_TEST_UNSET_VARIABLE"
 "#,
     );
-    let out = bin().arg("check-config").arg("--config").arg(&cfg).output().expect("run");
+    let out = bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -58,13 +63,21 @@ client_secret_env = "PORTCULLIS_CLI_TEST_UNSET_VARIABLE"
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
-    let serve = bin().arg("serve").arg("--config").arg(&cfg).output().expect("run");
+    let serve = bin()
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
     assert!(!serve.status.success(), "serve refuses an invalid config");
 }
 
 #[test]
 fn check_config_accepts_a_valid_file() {
-    let keys = temp("keys", &portcullis::crypto::keyring::KeyRing::generate_encoded().expect("rng"));
+    let keys = temp(
+        "keys",
+        &portcullis::crypto::keyring::KeyRing::generate_encoded().expect("rng"),
+    );
     let secret = temp("secret", "s3cret");
     let cfg = temp(
         "good.toml",
@@ -91,7 +104,16 @@ timeout = "10s"
             secret.display()
         ),
     );
-    let out = bin().arg("check-config").arg("--config").arg(&cfg).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://app.example.com/bff/callback"));
 }

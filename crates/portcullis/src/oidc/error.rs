@@ -28,11 +28,31 @@ pub(super) fn from_token_request(
     >,
 ) -> OidcError {
     match e {
+        // RFC 6749 5.2 has no "try later" code, but providers use these two for outages.
+        RequestTokenError::ServerResponse(r)
+            if matches!(
+                r.error().as_ref(),
+                "server_error" | "temporarily_unavailable"
+            ) =>
+        {
+            OidcError::Unavailable(format!("token endpoint: {}", r.error().as_ref()))
+        }
         RequestTokenError::ServerResponse(r) => OidcError::Rejected(r.error().as_ref().to_owned()),
         RequestTokenError::Request(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
+        // `openidconnect` parses the ID token along with the response: a token response that is
+        // well-formed JSON but carries an unparsable ID token is a bad token, not an outage.
+        RequestTokenError::Parse(e, body) if is_token_response_json(&body) => {
+            OidcError::InvalidIdToken(format!("malformed: {e}"))
+        }
         RequestTokenError::Parse(e, _) => {
             OidcError::Unavailable(format!("token endpoint response: {e}"))
         }
         RequestTokenError::Other(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
     }
+}
+
+fn is_token_response_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("access_token").is_some() && v.get("id_token").is_some())
 }

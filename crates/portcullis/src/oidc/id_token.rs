@@ -79,7 +79,13 @@ pub(super) fn verify(
         ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
         ) => OidcError::UnknownSigningKey,
-        other => OidcError::InvalidIdToken(other.to_string()),
+        other => {
+            // The library's message drops the cause (e.g. "alg none" vs a bad signature).
+            let cause = std::error::Error::source(&other)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            OidcError::InvalidIdToken(format!("{other}{cause}"))
+        }
     })?;
     let sub = claims.subject().as_str().to_owned();
     let iss = claims.issuer().as_str().to_owned();

@@ -63,7 +63,12 @@ pub fn logged_problems(resp: &Response) -> String {
             let fields = e["fields"].as_object().cloned().unwrap_or_default();
             fields
                 .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -112,7 +117,10 @@ pub struct AuthorizationRequest {
 
 impl AuthorizationRequest {
     pub fn param(&self, name: &str) -> Option<String> {
-        self.url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+        self.url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
     }
 }
 
@@ -121,7 +129,9 @@ impl Gateway {
     /// provider's metadata and keys before returning.
     pub async fn start(idp: &FakeIdp, client_secret: &str) -> Gateway {
         init_logs();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
         let port = listener.local_addr().expect("addr").port();
         let base = format!("http://localhost:{port}");
         let keys = write_temp("keys", &KeyRing::generate_encoded().expect("rng"));
@@ -147,7 +157,11 @@ http_timeout = "3s"
         );
         let config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config: {e}"));
         let state = AppState::new(config).expect("state");
-        state.oidc.discover().await.expect("discovery against the fake IdP");
+        state
+            .oidc
+            .discover()
+            .await
+            .expect("discovery against the fake IdP");
         let (tx, rx) = oneshot::channel();
         let server_state = state.clone();
         let server = tokio::spawn(async move {
@@ -193,14 +207,27 @@ http_timeout = "3s"
         }
     }
 
-    /// The provider's redirect back: `GET /bff/callback?code=…&state=…`.
-    pub async fn callback(&self, browser: &Browser, code: &str, state: &str) -> Response {
+    /// The provider's redirect back, a cross-site navigation from `idp`:
+    /// `GET /bff/callback?code=…&state=…`.
+    pub async fn callback(
+        &self,
+        browser: &Browser,
+        idp: &FakeIdp,
+        code: &str,
+        state: &str,
+    ) -> Response {
         let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("code", code)
             .append_pair("state", state)
             .finish();
         browser
-            .get(&self.url(&format!("/bff/callback?{query}")))
+            .request_from(
+                idp.issuer(),
+                http::Method::GET,
+                &self.url(&format!("/bff/callback?{query}")),
+                &[],
+                bytes::Bytes::new(),
+            )
             .await
             .expect("GET /bff/callback")
     }

@@ -75,7 +75,8 @@ impl RsaKey {
     pub fn spki_der(&self) -> Vec<u8> {
         // AlgorithmIdentifier { rsaEncryption, NULL }
         const RSA_ALG_ID: [u8; 15] = [
-            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+            0x00,
         ];
         let mut bits = vec![0u8]; // no unused bits
         bits.extend(self.pkcs1_der());
@@ -92,13 +93,21 @@ impl RsaKey {
             .chunks(64)
             .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
             .collect();
-        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
     }
 
     fn sign_rs256(&self, input: &[u8]) -> Vec<u8> {
         let mut sig = vec![0; self.0.public().modulus_len()];
         self.0
-            .sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig)
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input,
+                &mut sig,
+            )
             .expect("RSA signing");
         sig
     }
@@ -136,7 +145,10 @@ impl Signer<'_> {
                 let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
                 let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("EC key");
-                pair.sign(&rng, input).expect("ECDSA signing").as_ref().to_vec()
+                pair.sign(&rng, input)
+                    .expect("ECDSA signing")
+                    .as_ref()
+                    .to_vec()
             }
             Signer::Unsigned(_) => Vec::new(),
         }
@@ -145,9 +157,20 @@ impl Signer<'_> {
 
 /// A compact JWS of `claims`, header `{"alg", "typ": "JWT", "kid"?}`.
 pub fn jws(signer: Signer<'_>, kid: Option<&str>, claims: &Value) -> String {
+    jws_with_header(signer, &json!({ "kid": kid }), claims)
+}
+
+/// A compact JWS of `claims` whose header is `{"alg", "typ": "JWT"}` with `extra` merged in (a
+/// `null` removes the member).
+pub fn jws_with_header(signer: Signer<'_>, extra: &Value, claims: &Value) -> String {
     let mut header = json!({ "alg": signer.alg(), "typ": "JWT" });
-    if let Some(kid) = kid {
-        header["kid"] = Value::from(kid);
+    let map = header.as_object_mut().expect("object");
+    for (k, v) in extra.as_object().expect("header members") {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            map.insert(k.clone(), v.clone());
+        }
     }
     let input = format!("{}.{}", b64_json(&header), b64_json(claims));
     let sig = URL_SAFE_NO_PAD.encode(signer.sign(input.as_bytes()));
@@ -177,7 +200,11 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     if len < 0x80 {
         out.push(u8::try_from(len).expect("short length"));
     } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
         out.push(0x80 | u8::try_from(bytes.len()).expect("length of length"));
         out.extend(bytes);
     }

@@ -89,7 +89,9 @@ pub struct FakeIdp {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,8 +115,13 @@ async fn dead_url() -> String {
 
 impl FakeIdp {
     pub async fn start(jwks: Vec<Value>, opts: IdpOptions) -> FakeIdp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake IdP");
-        let issuer = format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake IdP");
+        let issuer = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
         let token_endpoint = if opts.dead_token_endpoint {
             dead_url().await
         } else {
@@ -200,8 +207,10 @@ async fn jwks_doc(State(s): State<Arc<Shared>>) -> Json<Value> {
 fn oauth_error(status: StatusCode, error: &str) -> Response {
     let mut resp = (status, Json(json!({ "error": error }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic"));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Basic"),
+        );
     }
     resp
 }
@@ -222,7 +231,10 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()))
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ))
 }
 
 async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -237,7 +249,11 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
     resp
 }
 
-fn answer_token(s: &Shared, basic: Option<&(String, String)>, form: &HashMap<String, String>) -> Response {
+fn answer_token(
+    s: &Shared,
+    basic: Option<&(String, String)>,
+    form: &HashMap<String, String>,
+) -> Response {
     let client_ok = basic.is_some_and(|(id, secret)| id == CLIENT_ID && secret == CLIENT_SECRET);
     if !client_ok || form.contains_key("client_secret") {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
@@ -250,7 +266,9 @@ fn answer_token(s: &Shared, basic: Option<&(String, String)>, form: &HashMap<Str
     let Some(grant) = grant else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
     };
-    let pkce_ok = form.get("code_verifier").is_some_and(|v| s256(v) == grant.code_challenge);
+    let pkce_ok = form
+        .get("code_verifier")
+        .is_some_and(|v| s256(v) == grant.code_challenge);
     let redirect_ok = form.get("redirect_uri") == Some(&grant.redirect_uri);
     if !pkce_ok || !redirect_ok {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
@@ -268,10 +286,17 @@ fn answer_token(s: &Shared, basic: Option<&(String, String)>, form: &HashMap<Str
     match reply {
         TokenReply::IdToken(t) => {
             tokens["id_token"] = Value::from(t);
-            (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(tokens)).into_response()
+            (
+                StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(tokens),
+            )
+                .into_response()
         }
         TokenReply::NoIdToken => (StatusCode::OK, Json(tokens)).into_response(),
         TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),
-        TokenReply::Raw(status, content_type, body) => (status, [(header::CONTENT_TYPE, content_type)], body).into_response(),
+        TokenReply::Raw(status, content_type, body) => {
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
     }
 }

@@ -42,14 +42,14 @@ function readJson(req) {
     let size = 0;
     req.on('data', (chunk) => {
       size += chunk.length;
-      if (size > BODY_LIMIT) {
-        reject(Object.assign(new Error('body too large'), { status: 413 }));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
+      // Past the limit, keep reading (and dropping) so the answer is a clean 413.
+      if (size <= BODY_LIMIT) chunks.push(chunk);
     });
     req.on('end', () => {
+      if (size > BODY_LIMIT) {
+        reject(Object.assign(new Error('body too large'), { status: 413 }));
+        return;
+      }
       try {
         const value = JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null');
         if (value === null || typeof value !== 'object' || Array.isArray(value)) {

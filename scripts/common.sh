@@ -67,7 +67,7 @@ ensure_idp_node_modules() {
   fi
   say "npm ci in crates/testkit/idp"
   (
-    cd "$IDP_DIR"
+    cd "$IDP_DIR" || exit 1
     exec 9>.npm-ci.lock
     flock 9
     npm ci --no-audit --no-fund

@@ -4,6 +4,7 @@
 //! else is the same bare "login failed" problem, no session cookie, and the reason only in the
 //! log (checked, so each row fails for the reason it is about).
 
+mod common;
 mod fake_idp;
 
 use std::time::{SystemTime, UNIX_EPOCH};

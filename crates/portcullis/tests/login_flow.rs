@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{COOKIE, Stack, captured_logs};
+use common::{COOKIE, Stack, running::captured_logs};
 use http::Method;
 use testkit::browser::Browser;
 

@@ -3,64 +3,19 @@
 //! so tests can assert that no secret is ever logged.
 #![allow(dead_code)]
 
-use std::{
-    io::Write,
-    sync::{Mutex, OnceLock},
-    time::Duration,
-};
+pub mod running;
+
+use std::time::Duration;
 
 use portcullis::{
     AppState,
-    config::Config,
     crypto::keyring::KeyRing,
     session::{Session, ticket::Ticket},
 };
+use running::{BoundPort, RunningGateway, write_secret};
 use testkit::{browser::Browser, idp::Idp, idp::IdpOptions, upstream::RecordingUpstream};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub const COOKIE: &str = "__Host-SessionID";
-
-/// Everything logged by the gateway in this test process.
-static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-
-#[derive(Clone, Copy)]
-struct LogSink;
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "trace,hyper=info,h2=info,reqwest=debug",
-            ))
-            .json()
-            .with_writer(|| LogSink)
-            .try_init();
-    });
-}
-
-pub fn captured_logs() -> String {
-    String::from_utf8_lossy(
-        &LOGS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-    )
-    .into_owned()
-}
 
 pub struct Options {
     pub access_token_ttl: u64,
@@ -90,32 +45,7 @@ pub struct Stack {
     /// `http://localhost:PORT`: a different site from the IdP at 127.0.0.1, as in production.
     pub base: String,
     pub state: AppState,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.server.take() {
-            h.abort();
-        }
-    }
-}
-
-fn write_secret(name: &str, value: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("portcullis-it-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let n = rand_suffix();
-    let path = dir.join(format!("{name}-{n}"));
-    std::fs::write(&path, value).expect("write secret");
-    path.display().to_string()
-}
-
-fn rand_suffix() -> String {
-    portcullis::crypto::random::token::<6>().expect("rng")
+    _gateway: RunningGateway,
 }
 
 impl Stack {
@@ -124,12 +54,9 @@ impl Stack {
     }
 
     pub async fn start_with(opts: Options) -> Stack {
-        init_logs();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gateway");
-        let port = listener.local_addr().expect("addr").port();
-        let base = format!("http://localhost:{port}");
+        running::init_logs("trace,hyper=info,h2=info,reqwest=debug");
+        let bound = BoundPort::bind().await;
+        let (port, base) = (bound.port, bound.base.clone());
         let mut idp_opts = IdpOptions::new(format!("{base}/bff/callback"));
         idp_opts.post_logout_redirect_uris = vec![format!("{base}/")];
         idp_opts.access_token_ttl_secs = opts.access_token_ttl;
@@ -183,29 +110,13 @@ connect_timeout = "1s"
             up = upstream.url(),
             extra = opts.extra_toml,
         );
-        let config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config: {e}"));
-        let state = AppState::new(config).expect("state");
-        state
-            .oidc
-            .discover()
-            .await
-            .expect("discovery against the real IdP");
-        let (tx, rx) = oneshot::channel();
-        let server_state = state.clone();
-        let server = tokio::spawn(async move {
-            portcullis::server::run(listener, server_state, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server");
-        });
+        let gateway = bound.serve(&toml).await;
         Stack {
             idp,
             upstream,
             base,
-            state,
-            shutdown: Some(tx),
-            server: Some(server),
+            state: gateway.state.clone(),
+            _gateway: gateway,
         }
     }
 

@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use crate::{
     AppState,
@@ -37,13 +36,12 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
 pub async fn save(state: &AppState, pending: &PendingLogin) -> Result<Ticket, ApiError> {
     let ticket = Ticket::generate().map_err(|_| ApiError::Unavailable)?;
     let key = ticket.store_key(Namespace::LoginState);
-    let plain = Zeroizing::new(serde_json::to_vec(pending).map_err(|_| ApiError::Internal)?);
-    let sealed = seal::seal(
+    let sealed = seal::seal_json(
         state.sessions.keys(),
         Purpose::LoginState,
         ticket.secret(),
         key.0.as_bytes(),
-        &plain,
+        pending,
     )
     .map_err(|_| ApiError::Unavailable)?;
     state
@@ -71,7 +69,7 @@ pub async fn take(state: &AppState, state_param: &str) -> Result<Option<PendingL
     else {
         return Ok(None);
     };
-    let Ok(plain) = seal::open(
+    let Ok(pending) = seal::open_json::<PendingLogin>(
         state.sessions.keys(),
         Purpose::LoginState,
         ticket.secret(),
@@ -79,11 +77,6 @@ pub async fn take(state: &AppState, state_param: &str) -> Result<Option<PendingL
         &sealed,
     ) else {
         return Ok(None);
-    };
-    let plain = Zeroizing::new(plain);
-    let pending: PendingLogin = match serde_json::from_slice(&plain) {
-        Ok(p) => p,
-        Err(_) => return Ok(None),
     };
     let age = now_unix().saturating_sub(pending.created_at);
     if age > state.config.oidc.login_timeout.as_secs() {

@@ -114,6 +114,31 @@ pub fn open(
     Ok(body)
 }
 
+/// Serializes `value` to JSON and seals it; the plaintext is wiped afterwards.
+pub fn seal_json<T: serde::Serialize>(
+    ring: &KeyRing,
+    purpose: Purpose,
+    record_secret: &[u8],
+    store_key: &[u8],
+    value: &T,
+) -> Result<Vec<u8>, SealError> {
+    let plain =
+        zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(|_| SealError::Malformed)?);
+    seal(ring, purpose, record_secret, store_key, &plain)
+}
+
+/// Opens a record sealed by [`seal_json`]; the plaintext is wiped after decoding.
+pub fn open_json<T: serde::de::DeserializeOwned>(
+    ring: &KeyRing,
+    purpose: Purpose,
+    record_secret: &[u8],
+    store_key: &[u8],
+    sealed: &[u8],
+) -> Result<T, SealError> {
+    let plain = zeroize::Zeroizing::new(open(ring, purpose, record_secret, store_key, sealed)?);
+    serde_json::from_slice(&plain).map_err(|_| SealError::Malformed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

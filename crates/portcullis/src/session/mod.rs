@@ -31,8 +31,6 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error("sealing failed: {0}")]
     Seal(#[from] SealError),
-    #[error("session record could not be encoded: {0}")]
-    Encode(String),
 }
 
 /// A loaded session: its ticket (to re-seal), store key and record.
@@ -94,19 +92,16 @@ impl SessionManager {
         let Some(entry) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        let record: SessionRecord = match seal::open(
+        let record: SessionRecord = match seal::open_json(
             &self.keys,
             Purpose::Session,
             ticket.secret(),
             key.0.as_bytes(),
             &entry.value,
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|plain| serde_json::from_slice(&plain).map_err(|e| e.to_string()))
-        {
+        ) {
             Ok(r) => r,
             Err(why) => {
-                tracing::warn!(store_key = ?key, %why, "dropping a session record that does not open");
+                tracing::warn!(store_key = ?key, why = %why, "dropping a session record that does not open");
                 self.store.delete(&key).await?;
                 return Ok(None);
             }
@@ -131,20 +126,16 @@ impl SessionManager {
 
     /// Re-reads a session (after waiting for a lock, another task may have changed it).
     pub async fn reload(&self, session: &Session) -> Result<Option<Session>, SessionError> {
-        let ticket = Ticket::parse(&session.ticket.encode()).ok_or(SealError::Malformed)?;
-        self.load(ticket).await
+        self.load(session.ticket.clone()).await
     }
 
     pub async fn save(&self, session: &Session) -> Result<(), SessionError> {
-        let plain = Zeroizing::new(
-            serde_json::to_vec(&session.record).map_err(|e| SessionError::Encode(e.to_string()))?,
-        );
-        let sealed = seal::seal(
+        let sealed = seal::seal_json(
             &self.keys,
             Purpose::Session,
             session.ticket.secret(),
             session.key.0.as_bytes(),
-            &plain,
+            &session.record,
         )?;
         let ttl = self.ttl_for(&session.record, now_unix());
         self.store
@@ -164,8 +155,6 @@ impl SessionManager {
         left.min(self.idle_timeout).max(Duration::from_secs(1))
     }
 }
-
-use zeroize::Zeroizing;
 
 #[cfg(test)]
 mod tests {

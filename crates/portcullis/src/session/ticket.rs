@@ -32,6 +32,7 @@ impl Namespace {
     }
 }
 
+#[derive(Clone)]
 pub struct Ticket(Zeroizing<[u8; TICKET_BYTES]>);
 
 impl fmt::Debug for Ticket {

@@ -33,7 +33,7 @@ use crate::{
     http::security_headers::SecurityHeaders,
     oidc::OidcProvider,
     session::{SessionManager, refresh::Refresher},
-    store::{MemoryStore, SessionStore},
+    store::{MemoryStore, RedisStore, SessionStore},
 };
 
 /// Everything a request handler may need; cheap to clone.
@@ -51,8 +51,10 @@ impl AppState {
     /// Builds the state with the store the config names. Discovery of the provider is *not*
     /// started here: call [`OidcProvider::spawn_discovery`] (as `serve` does) or `discover`.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let store: Arc<dyn SessionStore> = match config.session.store {
+        let store: Arc<dyn SessionStore> = match &config.session.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
+            StoreConfig::File(_) => anyhow::bail!("TEMP: file store being written"),
+            StoreConfig::Redis(redis) => Arc::new(RedisStore::new(redis.clone())?),
         };
         Self::with_store(config, store)
     }

@@ -66,9 +66,31 @@ pub struct SessionConfig {
     pub keys: KeyRing,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StoreConfig {
+    /// In this process only (the default).
     Memory,
+    /// In this process, persisted to a file so a restart keeps sessions.
+    File(PathBuf),
+    /// Shared by every instance.
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub topology: RedisTopology,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Deadline for connecting and for every command.
+    pub timeout: Duration,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum RedisTopology {
+    Standalone(String),
+    /// Seed nodes; the client learns the rest and follows MOVED/ASK.
+    Cluster(Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +303,7 @@ impl Validator {
     }
 
     fn session(&mut self, raw: raw::RawSession) -> Option<SessionConfig> {
+        let store = self.store(&raw);
         let cookie_name = raw
             .cookie_name
             .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
@@ -315,26 +338,6 @@ impl Validator {
                 "must be at least 1m and no longer than session.absolute_lifetime",
             );
         }
-        let store = match raw.store.as_deref().unwrap_or("memory") {
-            "memory" => Some(StoreConfig::Memory),
-            "redis" | "file" => {
-                self.problem(
-                    "session.store",
-                    "this build supports only \"memory\" (the Redis and file stores are not part of it yet)",
-                );
-                None
-            }
-            other => {
-                self.problem(
-                    "session.store",
-                    format!("unknown store `{other}` (use \"memory\")"),
-                );
-                None
-            }
-        };
-        if raw.redis_url.is_some() && store == Some(StoreConfig::Memory) {
-            self.problem("session.redis_url", "only valid with store = \"redis\"");
-        }
         let keys = secret::load(
             "session.keys_env",
             raw.keys_env.as_deref(),
@@ -359,6 +362,111 @@ impl Validator {
             store: store?,
             keys: keys?,
         })
+    }
+
+    fn store(&mut self, raw: &raw::RawSession) -> Option<StoreConfig> {
+        let kind = raw.store.as_deref().unwrap_or("memory");
+        let redis_keys_set = raw.redis_url.is_some()
+            || raw.redis_cluster_urls.is_some()
+            || raw.redis_username.is_some()
+            || raw.redis_password_env.is_some()
+            || raw.redis_password_file.is_some()
+            || raw.redis_timeout.is_some()
+            || raw.redis_key_prefix.is_some();
+        if kind != "redis" && redis_keys_set {
+            self.problem(
+                "session.redis_*",
+                "Redis settings are only valid with store = \"redis\"",
+            );
+        }
+        if kind != "file" && raw.file_path.is_some() {
+            self.problem("session.file_path", "only valid with store = \"file\"");
+        }
+        match kind {
+            "memory" => Some(StoreConfig::Memory),
+            "file" => match &raw.file_path {
+                Some(p) => Some(StoreConfig::File(PathBuf::from(p))),
+                None => {
+                    self.problem("session.file_path", "required with store = \"file\"");
+                    None
+                }
+            },
+            "redis" => {
+                let topology = match (&raw.redis_url, &raw.redis_cluster_urls) {
+                    (Some(u), None) => Some(RedisTopology::Standalone(u.clone())),
+                    (None, Some(us)) if !us.is_empty() => Some(RedisTopology::Cluster(us.clone())),
+                    _ => {
+                        self.problem(
+                            "session.redis_url",
+                            "set exactly one of `redis_url` (standalone) or `redis_cluster_urls` (Cluster seed nodes)",
+                        );
+                        None
+                    }
+                };
+                let urls: Vec<&String> = match &topology {
+                    Some(RedisTopology::Standalone(u)) => vec![u],
+                    Some(RedisTopology::Cluster(us)) => us.iter().collect(),
+                    None => vec![],
+                };
+                for u in urls {
+                    match Url::parse(u) {
+                        Ok(p) if matches!(p.scheme(), "redis" | "rediss") => {
+                            if p.password().is_some() {
+                                self.problem(
+                                    "session.redis_url",
+                                    "put the password in `redis_password_env` or `redis_password_file`, not in the URL",
+                                );
+                            }
+                        }
+                        _ => self.problem(
+                            "session.redis_url",
+                            format!("`{u}` is not a redis:// or rediss:// URL"),
+                        ),
+                    }
+                }
+                let password = match (&raw.redis_password_env, &raw.redis_password_file) {
+                    (None, None) => None,
+                    (env, file) => self.ok(
+                        "session.redis_password",
+                        secret::load(
+                            "session.redis_password_env",
+                            env.as_deref(),
+                            "session.redis_password_file",
+                            file.as_deref(),
+                        ),
+                    ),
+                };
+                let timeout = self.duration(
+                    "session.redis_timeout",
+                    raw.redis_timeout.clone(),
+                    Duration::from_secs(2),
+                );
+                let key_prefix = raw
+                    .redis_key_prefix
+                    .clone()
+                    .unwrap_or_else(|| "portcullis:".into());
+                if key_prefix.contains(['{', '}']) {
+                    self.problem(
+                        "session.redis_key_prefix",
+                        "must not contain `{` or `}` (hash tags are Portcullis's)",
+                    );
+                }
+                Some(StoreConfig::Redis(RedisConfig {
+                    topology: topology?,
+                    username: raw.redis_username.clone(),
+                    password,
+                    timeout,
+                    key_prefix,
+                }))
+            }
+            other => {
+                self.problem(
+                    "session.store",
+                    format!("unknown store `{other}` (use \"memory\", \"file\" or \"redis\")"),
+                );
+                None
+            }
+        }
     }
 
     fn oidc(&mut self, raw: raw::RawOidc, origin: Option<&PublicOrigin>) -> Option<OidcConfig> {

@@ -22,7 +22,7 @@ use crate::{
         seal::{self, Purpose, SealError},
     },
     oidc::now_unix,
-    store::{SessionStore, StoreError, StoreKey},
+    store::{IndexKey, SessionStore, StoreError, StoreKey},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,8 @@ impl SessionManager {
         &self.keys
     }
 
-    /// Stores a new session under a fresh ticket (a new id on every login: no fixation).
+    /// Stores a new session under a fresh ticket (a new id on every login: no fixation), and
+    /// indexes it by subject and provider session id.
     pub async fn create(&self, record: SessionRecord) -> Result<Session, SessionError> {
         let ticket = Ticket::generate().map_err(|_| SealError::Random)?;
         let key = ticket.store_key(Namespace::Session);
@@ -82,7 +83,48 @@ impl SessionManager {
             record,
         };
         self.save(&session).await?;
+        let ttl = Duration::from_secs(
+            session
+                .record
+                .absolute_expires_at
+                .saturating_sub(now_unix()),
+        );
+        for index in index_keys(&session.record) {
+            self.store.index_add(&index, &session.key, ttl).await?;
+        }
         Ok(session)
+    }
+
+    /// Ends every session of a subject (operator revocation, back-channel logout by `sub`), on
+    /// every instance sharing the store. Returns how many live sessions were ended.
+    pub async fn end_subject(&self, iss: &str, sub: &str) -> Result<usize, SessionError> {
+        self.end_index(&subject_index(iss, sub)).await
+    }
+
+    /// Ends every session of one provider session (`sid`).
+    pub async fn end_provider_session(&self, iss: &str, sid: &str) -> Result<usize, SessionError> {
+        self.end_index(&sid_index(iss, sid)).await
+    }
+
+    /// Store keys of a subject's sessions (some may have expired since).
+    pub async fn sessions_of_subject(
+        &self,
+        iss: &str,
+        sub: &str,
+    ) -> Result<Vec<StoreKey>, SessionError> {
+        Ok(self.store.index_members(&subject_index(iss, sub)).await?)
+    }
+
+    async fn end_index(&self, index: &IndexKey) -> Result<usize, SessionError> {
+        let mut ended = 0;
+        for key in self.store.index_members(index).await? {
+            if self.store.get(&key).await?.is_some() {
+                ended += 1;
+            }
+            self.store.delete(&key).await?;
+            self.store.index_remove(index, &key).await?;
+        }
+        Ok(ended)
     }
 
     /// Loads the session a cookie ticket names. `None` when absent, expired, forged or sealed
@@ -154,6 +196,38 @@ impl SessionManager {
         let left = Duration::from_secs(record.absolute_expires_at.saturating_sub(now));
         left.min(self.idle_timeout).max(Duration::from_secs(1))
     }
+}
+
+/// Index keys are hashes of (issuer, value): a store dump does not list user ids in clear, and
+/// the hash involves no server key, so key rotation never moves an index.
+fn index_key(kind: &str, iss: &str, value: &str) -> IndexKey {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in ["portcullis/v1/index/", kind, "\0", iss, "\0", value] {
+        ctx.update(part.as_bytes());
+    }
+    IndexKey(format!(
+        "x:{kind}:{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ctx.finish()
+        )
+    ))
+}
+
+pub fn subject_index(iss: &str, sub: &str) -> IndexKey {
+    index_key("sub", iss, sub)
+}
+
+pub fn sid_index(iss: &str, sid: &str) -> IndexKey {
+    index_key("sid", iss, sid)
+}
+
+fn index_keys(record: &SessionRecord) -> Vec<IndexKey> {
+    let mut v = vec![subject_index(&record.iss, &record.sub)];
+    if let Some(sid) = &record.sid {
+        v.push(sid_index(&record.iss, sid));
+    }
+    v
 }
 
 #[cfg(test)]
@@ -239,6 +313,49 @@ mod tests {
         assert!(
             m.store().get(&s.key).await.expect("get").is_none(),
             "expired record deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_are_found_and_ended_by_subject_and_sid() {
+        let m = manager(3600, 60_000);
+        let mut with_sid = record(3600);
+        with_sid.sid = Some("idp-session-1".into());
+        let a = m.create(with_sid).await.expect("create");
+        let b = m.create(record(3600)).await.expect("create");
+        let mut other = record(3600);
+        other.sub = "bob".into();
+        let c = m.create(other).await.expect("create");
+        assert_eq!(
+            m.sessions_of_subject("https://idp", "alice")
+                .await
+                .expect("index")
+                .len(),
+            2
+        );
+        assert_eq!(
+            m.end_provider_session("https://idp", "idp-session-1")
+                .await
+                .expect("end"),
+            1
+        );
+        assert!(m.load(reparse(&a.ticket)).await.expect("load").is_none());
+        assert!(
+            m.load(reparse(&b.ticket)).await.expect("load").is_some(),
+            "other alice session kept"
+        );
+        assert_eq!(m.end_subject("https://idp", "alice").await.expect("end"), 1);
+        assert!(m.load(reparse(&b.ticket)).await.expect("load").is_none());
+        assert!(
+            m.load(reparse(&c.ticket)).await.expect("load").is_some(),
+            "bob untouched"
+        );
+        assert_eq!(
+            m.end_subject("https://other-idp", "bob")
+                .await
+                .expect("end"),
+            0,
+            "issuer is part of the key"
         );
     }
 

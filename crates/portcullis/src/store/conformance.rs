@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
-use super::{SessionStore, StoreKey};
+use super::{IndexKey, SessionStore, StoreKey};
 
 fn key(s: &str) -> StoreKey {
     StoreKey(format!("s:conformance-{s}"))
@@ -16,6 +16,7 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     touch_extends_only_live_entries(&*store).await;
     take_is_single_use_under_concurrency(Arc::clone(&store)).await;
     lock_is_exclusive_and_lease_bound(&*store).await;
+    index_add_list_remove(&*store).await;
     store.ping().await.expect("ping");
 }
 
@@ -142,4 +143,41 @@ async fn lock_is_exclusive_and_lease_bound(s: &dyn SessionStore) {
             .is_none()
     );
     s.unlock(&k, &t3).await.expect("unlock");
+}
+
+async fn index_add_list_remove(s: &dyn SessionStore) {
+    let idx = IndexKey(format!(
+        "i:conformance-{}",
+        crate::crypto::random::token::<6>().expect("rng")
+    ));
+    assert!(s.index_members(&idx).await.expect("members").is_empty());
+    let (a, b) = (key("idx-a"), key("idx-b"));
+    s.index_add(&idx, &a, Duration::from_secs(60))
+        .await
+        .expect("add");
+    s.index_add(&idx, &b, Duration::from_secs(60))
+        .await
+        .expect("add");
+    s.index_add(&idx, &a, Duration::from_secs(60))
+        .await
+        .expect("add twice is a set");
+    let mut members = s.index_members(&idx).await.expect("members");
+    members.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(members, vec![a.clone(), b.clone()]);
+    s.index_remove(&idx, &a).await.expect("remove");
+    assert_eq!(
+        s.index_members(&idx).await.expect("members"),
+        vec![b.clone()]
+    );
+    s.index_remove(&idx, &b).await.expect("remove");
+    assert!(s.index_members(&idx).await.expect("members").is_empty());
+    let short = IndexKey(format!("{}-short", idx.0));
+    s.index_add(&short, &a, Duration::from_millis(100))
+        .await
+        .expect("add");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        s.index_members(&short).await.expect("members").is_empty(),
+        "indexes expire"
+    );
 }

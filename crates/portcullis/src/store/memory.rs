@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{Entry, LockToken, SessionStore, StoreError, StoreKey};
+use super::{Entry, IndexKey, LockToken, SessionStore, StoreError, StoreKey};
 
 #[derive(Debug)]
 struct Slot {
@@ -24,6 +24,13 @@ struct Slot {
 struct Inner {
     values: DashMap<StoreKey, Slot>,
     locks: DashMap<StoreKey, (u128, Instant)>,
+    indexes: DashMap<IndexKey, IndexSet>,
+}
+
+#[derive(Debug)]
+struct IndexSet {
+    members: std::collections::HashSet<StoreKey>,
+    expires_at: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +76,11 @@ fn purge(inner: &Inner) {
     let now = Instant::now();
     inner.values.retain(|_, s| s.expires_at > now);
     inner.locks.retain(|_, (_, until)| *until > now);
+    inner.indexes.retain(|_, set| {
+        set.members
+            .retain(|m| inner.values.get(m).is_some_and(|s| s.expires_at > now));
+        set.expires_at > now && !set.members.is_empty()
+    });
 }
 
 async fn sweep(inner: Weak<Inner>) {
@@ -151,6 +163,50 @@ impl SessionStore for MemoryStore {
 
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
         self.inner.locks.remove_if(key, |_, (t, _)| *t == token.0);
+        Ok(())
+    }
+
+    async fn index_add(
+        &self,
+        index: &IndexKey,
+        member: &StoreKey,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut set = self
+            .inner
+            .indexes
+            .entry(index.clone())
+            .or_insert_with(|| IndexSet {
+                members: Default::default(),
+                expires_at: now,
+            });
+        if set.expires_at <= now {
+            set.members.clear();
+        }
+        set.members.insert(member.clone());
+        set.expires_at = set.expires_at.max(now + ttl);
+        Ok(())
+    }
+
+    async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .inner
+            .indexes
+            .get(index)
+            .filter(|s| s.expires_at > now)
+            .map(|s| s.members.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError> {
+        if let Some(mut set) = self.inner.indexes.get_mut(index) {
+            set.members.remove(member);
+        }
+        self.inner
+            .indexes
+            .remove_if(index, |_, s| s.members.is_empty());
         Ok(())
     }
 

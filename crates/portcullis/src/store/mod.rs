@@ -4,12 +4,14 @@
 #[cfg(test)]
 mod conformance;
 mod memory;
+mod redis;
 
 use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// A store key: a keyed hash, never the cookie's ticket (see `crate::session::ticket`).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -19,6 +21,17 @@ impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Safe to log: it cannot be turned back into a cookie. Shortened to keep logs readable.
         write!(f, "StoreKey({}…)", &self.0[..self.0.len().min(12)])
+    }
+}
+
+/// A secondary index (all sessions of one subject, or of one provider session `sid`), so a
+/// session set can be found and ended without the cookie. The key is a hash, not the raw value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IndexKey(pub String);
+
+impl fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IndexKey({}…)", &self.0[..self.0.len().min(12)])
     }
 }
 
@@ -58,6 +71,16 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         lease: Duration,
     ) -> Result<Option<LockToken>, StoreError>;
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError>;
+    /// Adds `member` to an index; the index lives at least `ttl` from now.
+    async fn index_add(
+        &self,
+        index: &IndexKey,
+        member: &StoreKey,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// The members of an index (possibly including sessions that have since expired).
+    async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError>;
+    async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError>;
     /// Readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;
 }

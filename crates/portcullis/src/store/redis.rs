@@ -1,0 +1,322 @@
+//! The shared store for several instances: Redis standalone (TLS, ACL user) or Redis Cluster.
+//!
+//! Key layout (prefix `portcullis:` by default): a session or login-state record lives at
+//! `<prefix>{<store key>}`, its refresh lock at `<prefix>{<store key>}:lock` — the hash tag keeps
+//! both in one Cluster slot — and an index at `<prefix>{<index key>}` (a set of store keys).
+//! Values are the sealed bytes the layer above hands down; Redis never sees a ticket or a token.
+//!
+//! Every command has a deadline; a timeout or connection error is `StoreError::Unavailable`, which
+//! the gateway answers with 503. Connections are made lazily and re-made after failures, so the
+//! gateway starts while Redis is down and recovers without a restart once it is back.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use redis::{
+    Cmd, FromRedisValue, Pipeline, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClientBuilder,
+    cluster_async::ClusterConnection,
+};
+use tokio::sync::OnceCell;
+
+use super::{Entry, IndexKey, LockToken, SessionStore, StoreError, StoreKey};
+use crate::config::{RedisConfig, RedisTopology};
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+pub struct RedisStore {
+    cfg: RedisConfig,
+    conn: OnceCell<Conn>,
+    unlock: Arc<Script>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field(
+                "cluster",
+                &matches!(self.cfg.topology, RedisTopology::Cluster(_)),
+            )
+            .field("prefix", &self.cfg.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compare-and-delete: only the holder of the lock token releases the lock.
+const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisStore {
+    /// Validates the connection parameters; connects on first use.
+    pub fn new(cfg: RedisConfig) -> Result<Self, StoreError> {
+        // `rediss://` uses rustls with the process-wide provider: ring, as everywhere else.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = RedisStore {
+            cfg,
+            conn: OnceCell::new(),
+            unlock: Arc::new(Script::new(UNLOCK)),
+        };
+        store.connection_info()?;
+        Ok(store)
+    }
+
+    fn connection_info(&self) -> Result<Vec<redis::ConnectionInfo>, StoreError> {
+        let urls = match &self.cfg.topology {
+            RedisTopology::Standalone(u) => std::slice::from_ref(u),
+            RedisTopology::Cluster(us) => us.as_slice(),
+        };
+        urls.iter()
+            .map(|u| {
+                let mut info = redis::IntoConnectionInfo::into_connection_info(u.as_str())
+                    .map_err(|e| StoreError::Unavailable(format!("redis URL: {e}")))?;
+                let mut settings = info.redis_settings().clone();
+                if let Some(user) = &self.cfg.username {
+                    settings = settings.set_username(user);
+                }
+                if let Some(pw) = &self.cfg.password {
+                    settings = settings.set_password(pw.expose());
+                }
+                info = info.set_redis_settings(settings);
+                Ok(info)
+            })
+            .collect()
+    }
+
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let infos = self.connection_info()?;
+        let t = self.cfg.timeout;
+        match &self.cfg.topology {
+            RedisTopology::Standalone(_) => {
+                let info = infos
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| unavailable("no URL"))?;
+                let client = redis::Client::open(info).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(t))
+                    .set_response_timeout(Some(t))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let mgr =
+                    tokio::time::timeout(t, client.get_connection_manager_with_config(config))
+                        .await
+                        .map_err(|_| unavailable("connect timed out"))?
+                        .map_err(unavailable)?;
+                Ok(Conn::Single(mgr))
+            }
+            RedisTopology::Cluster(_) => {
+                let mut builder = ClusterClientBuilder::new(infos)
+                    .connection_timeout(t)
+                    .response_timeout(t)
+                    .retries(2);
+                if let Some(user) = &self.cfg.username {
+                    builder = builder.username(user);
+                }
+                if let Some(pw) = &self.cfg.password {
+                    builder = builder.password(pw.expose());
+                }
+                let client = builder.build().map_err(unavailable)?;
+                let conn = tokio::time::timeout(t, client.get_async_connection())
+                    .await
+                    .map_err(|_| unavailable("connect timed out"))?
+                    .map_err(unavailable)?;
+                Ok(Conn::Cluster(conn))
+            }
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.conn.get_or_try_init(|| self.connect()).await.cloned()
+    }
+
+    fn key(&self, k: &StoreKey) -> String {
+        format!("{}{{{}}}", self.cfg.key_prefix, k.0)
+    }
+
+    fn lock_key(&self, k: &StoreKey) -> String {
+        format!("{}{{{}}}:lock", self.cfg.key_prefix, k.0)
+    }
+
+    fn index_key(&self, k: &IndexKey) -> String {
+        format!("{}{{{}}}", self.cfg.key_prefix, k.0)
+    }
+
+    /// Runs one command with the deadline.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let conn = self.conn().await?;
+        let fut = async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| unavailable("command timed out"))?
+            .map_err(unavailable)
+    }
+
+    /// Runs a pipeline (all its keys in one slot) with the deadline.
+    async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        let conn = self.conn().await?;
+        let fut = async move {
+            match conn {
+                Conn::Single(mut c) => pipe.query_async(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| unavailable("pipeline timed out"))?
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError> {
+        let k = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
+        let (value, ttl): (Option<Vec<u8>>, i64) = self.pipeline(&pipe).await?;
+        Ok(value.map(|v| Entry {
+            value: Bytes::from(v),
+            // -1 (no expiry) cannot happen for keys we wrote; treat it as "touch now".
+            ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        }))
+    }
+
+    async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis(ttl));
+        self.query::<()>(&cmd).await
+    }
+
+    async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(self.key(key)).arg(millis(ttl));
+        self.query::<i64>(&cmd).await.map(|n| n == 1)
+    }
+
+    async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.key(key));
+        Ok(self.query::<Option<Vec<u8>>>(&cmd).await?.map(Bytes::from))
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        self.query::<i64>(&cmd).await.map(|_| ())
+    }
+
+    async fn try_lock(
+        &self,
+        key: &StoreKey,
+        lease: Duration,
+    ) -> Result<Option<LockToken>, StoreError> {
+        let token = u128::from_be_bytes(
+            crate::crypto::random::bytes::<16>()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.lock_key(key))
+            .arg(token.to_string())
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(lease));
+        let set: Option<String> = self.query(&cmd).await?;
+        Ok(set.map(|_| LockToken(token)))
+    }
+
+    async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        let script = Arc::clone(&self.unlock);
+        let k = self.lock_key(key);
+        let t = token.0.to_string();
+        let fut = async move {
+            let mut inv = script.key(k);
+            inv.arg(t);
+            match conn {
+                Conn::Single(mut c) => inv.invoke_async::<i64>(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async::<i64>(&mut c).await,
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| unavailable("unlock timed out"))?
+            .map_err(unavailable)
+            .map(|_| ())
+    }
+
+    async fn index_add(
+        &self,
+        index: &IndexKey,
+        member: &StoreKey,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let k = self.index_key(index);
+        let ms = millis(ttl);
+        let mut pipe = redis::pipe();
+        // The set lives as long as its longest-lived member: extend, never shorten.
+        pipe.atomic()
+            .cmd("SADD")
+            .arg(&k)
+            .arg(&member.0)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(ms)
+            .arg("GT")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(ms)
+            .arg("NX")
+            .ignore();
+        self.pipeline::<()>(&pipe).await
+    }
+
+    async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.index_key(index));
+        let members: Vec<String> = self.query(&cmd).await?;
+        Ok(members.into_iter().map(StoreKey).collect())
+    }
+
+    async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(self.index_key(index)).arg(&member.0);
+        self.query::<i64>(&cmd).await.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        let fut = async move {
+            match conn {
+                Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| unavailable("ping timed out"))?
+            .map_err(unavailable)
+            .map(|_| ())
+    }
+}

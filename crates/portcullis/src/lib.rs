@@ -53,7 +53,9 @@ impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let store: Arc<dyn SessionStore> = match &config.session.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
-            StoreConfig::File(_) => anyhow::bail!("TEMP: file store being written"),
+            StoreConfig::File(path) => {
+                Arc::new(store::FileStore::open(path, &config.session.keys)?)
+            }
             StoreConfig::Redis(redis) => Arc::new(RedisStore::new(redis.clone())?),
         };
         Self::with_store(config, store)

@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod file;
 mod memory;
 mod redis;
 
@@ -10,6 +11,7 @@ use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 
+pub use file::{FileStore, FileStoreError};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

@@ -25,6 +25,10 @@ pub struct Options {
     /// Extra keys for the `[oidc]` table.
     pub extra_oidc: String,
     pub max_request_body: &'static str,
+    /// Extra keys for the `[session]` table (store selection).
+    pub session_extra: String,
+    /// How many gateway instances share the provider, the upstream and the store config.
+    pub instances: usize,
 }
 
 impl Default for Options {
@@ -35,6 +39,8 @@ impl Default for Options {
             extra_toml: String::new(),
             extra_oidc: String::new(),
             max_request_body: "64KiB",
+            session_extra: String::new(),
+            instances: 1,
         }
     }
 }
@@ -42,10 +48,12 @@ impl Default for Options {
 pub struct Stack {
     pub idp: Idp,
     pub upstream: RecordingUpstream,
-    /// `http://localhost:PORT`: a different site from the IdP at 127.0.0.1, as in production.
+    /// The first instance's `http://localhost:PORT`: a different site from the IdP at
+    /// 127.0.0.1, as in production.
     pub base: String,
     pub state: AppState,
-    _gateway: RunningGateway,
+    /// Every instance, the first one included.
+    pub instances: Vec<RunningGateway>,
 }
 
 impl Stack {
@@ -55,69 +63,49 @@ impl Stack {
 
     pub async fn start_with(opts: Options) -> Stack {
         running::init_logs("trace,hyper=info,h2=info,reqwest=debug");
-        let bound = BoundPort::bind().await;
-        let (port, base) = (bound.port, bound.base.clone());
-        let mut idp_opts = IdpOptions::new(format!("{base}/bff/callback"));
-        idp_opts.post_logout_redirect_uris = vec![format!("{base}/")];
+        let mut ports = Vec::new();
+        for _ in 0..opts.instances.max(1) {
+            ports.push(BoundPort::bind().await);
+        }
+        let mut idp_opts = IdpOptions::new(format!("{}/bff/callback", ports[0].base));
+        idp_opts.redirect_uris = ports
+            .iter()
+            .map(|p| format!("{}/bff/callback", p.base))
+            .collect();
+        idp_opts.post_logout_redirect_uris = ports.iter().map(|p| format!("{}/", p.base)).collect();
         idp_opts.access_token_ttl_secs = opts.access_token_ttl;
         let idp = Idp::start(idp_opts)
             .await
             .expect("start the OpenID Provider");
         let upstream = RecordingUpstream::start().await;
+        // One key ring for all instances: any of them opens any session.
         let keys = write_secret("keys", &KeyRing::generate_encoded().expect("rng"));
         let secret = write_secret("secret", idp.client_secret());
-        let toml = format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-public_origin = "{base}"
-max_request_body = "{max_body}"
-
-[session]
-keys_file = "{keys}"
-
-[oidc]
-issuer = "{issuer}"
-client_id = "{client_id}"
-client_secret_file = "{secret}"
-scopes = ["openid", "profile", "email", "offline_access"]
-session_claims = ["sub", "name", "email"]
-refresh_skew = "{skew}"
-{extra_oidc}
-
-[[routes]]
-prefix = "/api/orders"
-upstream = "{up}/orders"
-timeout = "2s"
-
-[[routes]]
-prefix = "/api"
-upstream = "{up}"
-timeout = "2s"
-
-[[routes]]
-prefix = "/dead"
-upstream = "http://127.0.0.1:9"
-timeout = "2s"
-connect_timeout = "1s"
-{extra}
-"#,
-            max_body = opts.max_request_body,
-            issuer = idp.issuer(),
-            client_id = idp.client_id(),
-            skew = opts.refresh_skew,
-            extra_oidc = opts.extra_oidc,
-            up = upstream.url(),
-            extra = opts.extra_toml,
-        );
-        let gateway = bound.serve(&toml).await;
+        let mut instances = Vec::new();
+        for bound in ports {
+            let toml = config_toml(
+                &opts,
+                bound.port,
+                &bound.base,
+                &keys,
+                &secret,
+                &idp,
+                &upstream,
+            );
+            instances.push(bound.serve(&toml).await);
+        }
         Stack {
+            base: instances[0].base.clone(),
+            state: instances[0].state.clone(),
             idp,
             upstream,
-            base,
-            state: gateway.state.clone(),
-            _gateway: gateway,
+            instances,
         }
+    }
+
+    /// `path` on instance `i`.
+    pub fn url_on(&self, i: usize, path: &str) -> String {
+        format!("{}{path}", self.instances[i].base)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -164,6 +152,63 @@ connect_timeout = "1s"
             .await
             .expect("store")
     }
+}
+
+fn config_toml(
+    opts: &Options,
+    port: u16,
+    base: &str,
+    keys: &str,
+    secret: &str,
+    idp: &Idp,
+    upstream: &RecordingUpstream,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_origin = "{base}"
+max_request_body = "{max_body}"
+
+[session]
+keys_file = "{keys}"
+{session_extra}
+
+[oidc]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret_file = "{secret}"
+scopes = ["openid", "profile", "email", "offline_access"]
+session_claims = ["sub", "name", "email"]
+refresh_skew = "{skew}"
+{extra_oidc}
+
+[[routes]]
+prefix = "/api/orders"
+upstream = "{up}/orders"
+timeout = "2s"
+
+[[routes]]
+prefix = "/api"
+upstream = "{up}"
+timeout = "2s"
+
+[[routes]]
+prefix = "/dead"
+upstream = "http://127.0.0.1:9"
+timeout = "2s"
+connect_timeout = "1s"
+{extra}
+"#,
+        max_body = opts.max_request_body,
+        session_extra = opts.session_extra,
+        issuer = idp.issuer(),
+        client_id = idp.client_id(),
+        skew = opts.refresh_skew,
+        extra_oidc = opts.extra_oidc,
+        up = upstream.url(),
+        extra = opts.extra_toml,
+    )
 }
 
 /// Polls `cond` for up to 10 s (for effects that happen after a response, e.g. a revocation).

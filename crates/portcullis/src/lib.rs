@@ -99,8 +99,6 @@ pub fn app(state: AppState) -> Router {
     let hsts = state.config.server.public_origin.scheme == "https";
     Router::new()
         .nest(&state.config.bff_prefix, bff::router())
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
         .fallback(proxy::dispatch)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -110,6 +108,9 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             session::layer::load_session,
         ))
+        // Added after the session layer, so probes never depend on (or touch) a session.
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
         .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
         .layer(middleware::from_fn_with_state(
             SecurityHeaders::new(hsts),

@@ -84,6 +84,8 @@ pub struct RedisConfig {
     /// Deadline for connecting and for every command.
     pub timeout: Duration,
     pub key_prefix: String,
+    /// PEM roots for `rediss://` instead of the public web PKI (a private CA).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -372,7 +374,8 @@ impl Validator {
             || raw.redis_password_env.is_some()
             || raw.redis_password_file.is_some()
             || raw.redis_timeout.is_some()
-            || raw.redis_key_prefix.is_some();
+            || raw.redis_key_prefix.is_some()
+            || raw.redis_ca_file.is_some();
         if kind != "redis" && redis_keys_set {
             self.problem(
                 "session.redis_*",
@@ -451,12 +454,29 @@ impl Validator {
                         "must not contain `{` or `}` (hash tags are Portcullis's)",
                     );
                 }
+                let ca_pem = raw.redis_ca_file.as_ref().and_then(|p| {
+                    self.ok(
+                        "session.redis_ca_file",
+                        std::fs::read(p)
+                            .map_err(|e| format!("cannot read {p}: {e}"))
+                            .and_then(|b| {
+                                if String::from_utf8_lossy(&b)
+                                    .contains("-----BEGIN CERTIFICATE-----")
+                                {
+                                    Ok(b)
+                                } else {
+                                    Err(format!("{p} holds no PEM certificate"))
+                                }
+                            }),
+                    )
+                });
                 Some(StoreConfig::Redis(RedisConfig {
                     topology: topology?,
                     username: raw.redis_username.clone(),
                     password,
                     timeout,
                     key_prefix,
+                    ca_pem,
                 }))
             }
             other => {

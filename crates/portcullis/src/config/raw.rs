@@ -62,6 +62,7 @@ pub struct RawSession {
     pub redis_password_file: Option<String>,
     pub redis_timeout: Option<String>,
     pub redis_key_prefix: Option<String>,
+    pub redis_ca_file: Option<String>,
     pub keys_env: Option<String>,
     pub keys_file: Option<String>,
 }

@@ -103,7 +103,11 @@ impl RedisStore {
                     .into_iter()
                     .next()
                     .ok_or_else(|| unavailable("no URL"))?;
-                let client = redis::Client::open(info).map_err(unavailable)?;
+                let client = match &self.cfg.ca_pem {
+                    Some(pem) => redis::Client::build_with_tls(info, self.tls_roots(pem)),
+                    None => redis::Client::open(info),
+                }
+                .map_err(unavailable)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(t))
                     .set_response_timeout(Some(t))
@@ -124,6 +128,9 @@ impl RedisStore {
                 if let Some(user) = &self.cfg.username {
                     builder = builder.username(user);
                 }
+                if let Some(pem) = &self.cfg.ca_pem {
+                    builder = builder.certs(self.tls_roots(pem));
+                }
                 if let Some(pw) = &self.cfg.password {
                     builder = builder.password(pw.expose());
                 }
@@ -134,6 +141,13 @@ impl RedisStore {
                     .map_err(unavailable)?;
                 Ok(Conn::Cluster(conn))
             }
+        }
+    }
+
+    fn tls_roots(&self, pem: &[u8]) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
         }
     }
 
@@ -310,7 +324,22 @@ impl SessionStore for RedisStore {
         let fut = async move {
             match conn {
                 Conn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
-                Conn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                // A PING would reach one live node; the cluster's own view says whether every
+                // slot is served.
+                Conn::Cluster(mut c) => {
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut c)
+                        .await?;
+                    if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                        Ok(info)
+                    } else {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                            "cluster_state is not ok",
+                        )))
+                    }
+                }
             }
         };
         tokio::time::timeout(self.cfg.timeout, fut)
@@ -318,5 +347,143 @@ impl SessionStore for RedisStore {
             .map_err(|_| unavailable("ping timed out"))?
             .map_err(unavailable)
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use testkit::redis::{RedisCluster, RedisOptions, RedisServer};
+
+    use super::*;
+    use crate::config::Secret;
+
+    fn config(topology: RedisTopology) -> RedisConfig {
+        RedisConfig {
+            topology,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(2),
+            key_prefix: format!("t{}:", crate::crypto::random::token::<4>().expect("rng")),
+            ca_pem: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_standalone() {
+        let server = RedisServer::start(RedisOptions::default())
+            .await
+            .expect("redis");
+        let store =
+            RedisStore::new(config(RedisTopology::Standalone(server.url()))).expect("store");
+        super::super::conformance::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_with_acl_user_over_tls() {
+        let server = RedisServer::start(
+            RedisOptions::default()
+                .with_acl_user("portcullis", "s3cret-pw")
+                .with_tls(),
+        )
+        .await
+        .expect("redis");
+        assert!(server.url().starts_with("rediss://"));
+        let mut cfg = config(RedisTopology::Standalone(server.url()));
+        cfg.username = Some("portcullis".into());
+        cfg.password = Some(Secret::new("s3cret-pw".into()));
+        cfg.ca_pem = Some(server.ca_pem().expect("ca").as_bytes().to_vec());
+        let good = cfg.clone();
+        super::super::conformance::run_all(Arc::new(RedisStore::new(good).expect("store"))).await;
+
+        // Wrong password, or a server certificate from an untrusted CA: refused, never "anonymous".
+        let mut wrong_pw = cfg.clone();
+        wrong_pw.password = Some(Secret::new("nope".into()));
+        let s = RedisStore::new(wrong_pw).expect("store");
+        assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
+        let mut untrusted = cfg;
+        untrusted.ca_pem = None;
+        let s = RedisStore::new(untrusted).expect("store");
+        assert!(matches!(
+            s.get(&StoreKey("s:x".into())).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_cluster() {
+        let cluster = RedisCluster::start(3).await.expect("cluster");
+        let store = RedisStore::new(config(RedisTopology::Cluster(cluster.urls()))).expect("store");
+        store.ping().await.expect("cluster ok");
+        super::super::conformance::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outage_is_an_error_and_recovery_needs_no_new_store() {
+        let mut server = RedisServer::start(RedisOptions::default())
+            .await
+            .expect("redis");
+        let store =
+            RedisStore::new(config(RedisTopology::Standalone(server.url()))).expect("store");
+        let k = StoreKey("s:outage".into());
+        store
+            .set(&k, Bytes::from_static(b"v"), Duration::from_secs(60))
+            .await
+            .expect("set");
+        server.stop().await.expect("stop");
+        assert!(matches!(
+            store.get(&k).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(store.ping().await.is_err());
+        server.restart().await.expect("restart");
+        let mut back = false;
+        for _ in 0..50 {
+            if store.ping().await.is_ok() {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(back, "the same store reconnects once Redis is back");
+        store
+            .set(&k, Bytes::from_static(b"w"), Duration::from_secs(60))
+            .await
+            .expect("set");
+        assert_eq!(
+            &store.get(&k).await.expect("get").expect("value").value[..],
+            b"w"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn starting_while_redis_is_down_is_allowed_and_fails_closed() {
+        let port = testkit::free_port();
+        let store = RedisStore::new(config(RedisTopology::Standalone(format!(
+            "redis://127.0.0.1:{port}"
+        ))))
+        .expect("store");
+        assert!(matches!(
+            store.get(&StoreKey("s:y".into())).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let _server = RedisServer::start(RedisOptions::default().with_port(port))
+            .await
+            .expect("redis");
+        store
+            .ping()
+            .await
+            .expect("connects lazily once Redis is up");
+    }
+
+    #[test]
+    fn keys_share_a_hash_tag_with_their_lock() {
+        let store = RedisStore::new(config(RedisTopology::Standalone(
+            "redis://127.0.0.1:1".into(),
+        )))
+        .expect("store");
+        let k = StoreKey("s:abc".into());
+        let tag = |s: &str| s[s.find('{').expect("{")..=s.find('}').expect("}")].to_owned();
+        assert_eq!(tag(&store.key(&k)), tag(&store.lock_key(&k)));
+        assert!(store.key(&k).ends_with("{s:abc}"));
     }
 }

@@ -44,14 +44,18 @@ ensure_apt_packages() {
 }
 
 # The tools every script needs: a C toolchain (the Rust linker and `ring`), Node.js >= 20 and npm
-# (the OpenID Provider fixture). Rust itself comes from rustup; rust-toolchain.toml pins it.
+# (the OpenID Provider fixture), redis-server and redis-cli (the Redis fixtures of
+# crates/testkit/src/redis.rs; Debian's redis-server package pulls in redis-tools, which has
+# redis-cli), flock and setpriv (util-linux). Rust itself comes from rustup; rust-toolchain.toml pins it.
 ensure_base_tools() {
-  ensure_apt_packages cc:gcc node:nodejs npm:npm flock:util-linux
+  ensure_apt_packages cc:gcc node:nodejs npm:npm flock:util-linux setpriv:util-linux \
+    redis-server:redis-server redis-cli:redis-tools
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
   local node_major
   node_major=$(node -p 'process.versions.node.split(".")[0]')
   [ "$node_major" -ge 20 ] || die "Node.js >= 20 is needed (found $(node --version))"
-  printf '    %s, node %s, npm %s\n' "$(cd "$REPO_ROOT" && cargo --version)" "$(node --version)" "$(npm --version)"
+  printf '    %s, node %s, npm %s, %s\n' "$(cd "$REPO_ROOT" && cargo --version)" "$(node --version)" "$(npm --version)" \
+    "$(redis-server --version | cut -d' ' -f1-3)"
 }
 
 # `npm ci` for the IdP fixture when node_modules is missing or package-lock.json changed since the

@@ -7,6 +7,8 @@
 //! - [`browser`]: a cookie-keeping HTTP client that acts like a browser
 //!   (manual redirects, `__Host-`/`Secure`/`SameSite` rules, form login);
 //! - [`cookies`]: the cookie jar behind it;
+//! - [`redis`]: real `redis-server` processes (standalone with optional ACL
+//!   user and TLS, or a cluster) and a small RESP client;
 //! - [`free_port`].
 //!
 //! See `crates/testkit/README.md`.
@@ -15,10 +17,12 @@ pub mod browser;
 pub mod cookies;
 pub mod html;
 pub mod idp;
+pub mod redis;
 pub mod upstream;
 
 pub use browser::{Browser, LoginOutcome, Response};
 pub use idp::{Idp, IdpOptions, Stats};
+pub use redis::{RedisCluster, RedisOptions, RedisServer};
 pub use upstream::{RecordedRequest, RecordingUpstream};
 
 /// A port that was free on 127.0.0.1 a moment ago (bind `127.0.0.1:0`, read

@@ -231,150 +231,16 @@ fn index_keys(record: &SessionRecord) -> Vec<IndexKey> {
 }
 
 #[cfg(test)]
+pub(crate) mod scenarios;
+
+#[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
+
     use crate::store::MemoryStore;
 
-    fn manager(absolute: u64, idle_ms: u64) -> SessionManager {
-        let keys = KeyRing::parse(&KeyRing::generate_encoded().expect("rng")).expect("keys");
-        SessionManager::new(
-            Arc::new(MemoryStore::new()),
-            keys,
-            Duration::from_secs(absolute),
-            Duration::from_millis(idle_ms),
-        )
-    }
-
-    fn record(absolute_in: u64) -> SessionRecord {
-        let now = now_unix();
-        SessionRecord {
-            sub: "alice".into(),
-            iss: "https://idp".into(),
-            sid: None,
-            user: Default::default(),
-            csrf_token: "c".into(),
-            access_token: "at".into(),
-            access_expires_at: None,
-            refresh_token: None,
-            id_token: None,
-            created_at: now,
-            absolute_expires_at: now + absolute_in,
-        }
-    }
-
-    fn reparse(t: &Ticket) -> Ticket {
-        Ticket::parse(&t.encode()).expect("ticket")
-    }
-
-    #[tokio::test]
-    async fn create_load_and_the_store_sees_only_sealed_bytes() {
-        let m = manager(3600, 60_000);
-        let s = m.create(record(3600)).await.expect("create");
-        let raw = m
-            .store()
-            .get(&s.key)
-            .await
-            .expect("get")
-            .expect("stored")
-            .value;
-        assert!(
-            !raw.windows(5).any(|w| w == b"alice"),
-            "plaintext never reaches the store"
-        );
-        let loaded = m
-            .load(reparse(&s.ticket))
-            .await
-            .expect("load")
-            .expect("live");
-        assert_eq!(loaded.record.sub, "alice");
-        // A different ticket finds nothing.
-        assert!(
-            m.load(Ticket::generate().expect("rng"))
-                .await
-                .expect("load")
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn idle_timeout_ends_an_unused_session() {
-        let m = manager(3600, 1000);
-        let s = m.create(record(3600)).await.expect("create");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(m.load(reparse(&s.ticket)).await.expect("load").is_none());
-    }
-
-    #[tokio::test]
-    async fn absolute_lifetime_ends_a_busy_session() {
-        let m = manager(3600, 60_000);
-        let s = m.create(record(1)).await.expect("create");
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        assert!(m.load(reparse(&s.ticket)).await.expect("load").is_none());
-        assert!(
-            m.store().get(&s.key).await.expect("get").is_none(),
-            "expired record deleted"
-        );
-    }
-
-    #[tokio::test]
-    async fn sessions_are_found_and_ended_by_subject_and_sid() {
-        let m = manager(3600, 60_000);
-        let mut with_sid = record(3600);
-        with_sid.sid = Some("idp-session-1".into());
-        let a = m.create(with_sid).await.expect("create");
-        let b = m.create(record(3600)).await.expect("create");
-        let mut other = record(3600);
-        other.sub = "bob".into();
-        let c = m.create(other).await.expect("create");
-        assert_eq!(
-            m.sessions_of_subject("https://idp", "alice")
-                .await
-                .expect("index")
-                .len(),
-            2
-        );
-        assert_eq!(
-            m.end_provider_session("https://idp", "idp-session-1")
-                .await
-                .expect("end"),
-            1
-        );
-        assert!(m.load(reparse(&a.ticket)).await.expect("load").is_none());
-        assert!(
-            m.load(reparse(&b.ticket)).await.expect("load").is_some(),
-            "other alice session kept"
-        );
-        assert_eq!(m.end_subject("https://idp", "alice").await.expect("end"), 1);
-        assert!(m.load(reparse(&b.ticket)).await.expect("load").is_none());
-        assert!(
-            m.load(reparse(&c.ticket)).await.expect("load").is_some(),
-            "bob untouched"
-        );
-        assert_eq!(
-            m.end_subject("https://other-idp", "bob")
-                .await
-                .expect("end"),
-            0,
-            "issuer is part of the key"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_record_under_a_retired_key_is_dropped() {
-        let m = manager(3600, 60_000);
-        let s = m.create(record(3600)).await.expect("create");
-        let other = SessionManager::new(
-            Arc::clone(m.store()),
-            KeyRing::parse(&KeyRing::generate_encoded().expect("rng")).expect("keys"),
-            m.absolute_lifetime,
-            m.idle_timeout,
-        );
-        assert!(
-            other
-                .load(reparse(&s.ticket))
-                .await
-                .expect("load")
-                .is_none()
-        );
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scenarios_on_the_memory_store() {
+        super::scenarios::run_all(Arc::new(MemoryStore::new())).await;
     }
 }

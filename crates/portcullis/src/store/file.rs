@@ -863,6 +863,13 @@ mod tests {
         super::super::conformance::run_all(Arc::new(store)).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_scenarios() {
+        let dir = TempDir::new("scenarios");
+        let store = FileStore::open(&dir.file(), &ring(&[&key_string()])).expect("open");
+        crate::session::scenarios::run_all(Arc::new(store)).await;
+    }
+
     #[tokio::test]
     async fn sessions_survive_a_reopen_and_expired_ones_are_purged() {
         let dir = TempDir::new("reopen");

@@ -415,6 +415,8 @@ mod tests {
         let store = RedisStore::new(config(RedisTopology::Cluster(cluster.urls()))).expect("store");
         store.ping().await.expect("cluster ok");
         super::super::conformance::run_all(Arc::new(store)).await;
+        let store = RedisStore::new(config(RedisTopology::Cluster(cluster.urls()))).expect("store");
+        crate::session::scenarios::run_all(Arc::new(store)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -339,3 +339,65 @@ async fn losing_a_cluster_master_fails_closed() {
         503
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_with_replicas_fails_over_and_keeps_sessions() {
+    let mut c = RedisCluster::start_with_replicas(3, 1)
+        .await
+        .expect("cluster");
+    let stack = Stack::start_with(Options {
+        session_extra: cluster(&c),
+        ..Options::default()
+    })
+    .await;
+    let mut browsers = Vec::new();
+    for _ in 0..6 {
+        let b = browser();
+        let t = stack.login(&b).await;
+        browsers.push((b, t));
+    }
+    // Replication is asynchronous: wait until every replica has what its master has, so the
+    // failover below does not race the sessions just written.
+    for i in c.master_indexes().await.expect("masters") {
+        let _ = c.command(i, &["WAIT", "1", "2000"]).await.expect("WAIT");
+    }
+    let master = c.master_indexes().await.expect("masters")[0];
+    c.kill_node(master).await.expect("kill a master");
+    c.wait_cluster_ok(std::time::Duration::from_secs(30))
+        .await
+        .expect("replica promoted");
+    // After the promotion the client follows the new slot owner: every session works again
+    // (during the failover window requests got 503, never 401 — see the test without replicas).
+    let all_back = common::eventually(|| {
+        let browsers = &browsers;
+        let stack = &stack;
+        async move {
+            for (b, t) in browsers {
+                let cookie = format!("{}={t}", common::COOKIE);
+                let r = b
+                    .get_with(&stack.url("/api/orders/1"), &[("cookie", &cookie)])
+                    .await
+                    .expect("api");
+                match r.status.as_u16() {
+                    200 => {}
+                    503 => return false,
+                    other => {
+                        panic!("failover must not log anyone out or let anyone through: {other}")
+                    }
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(all_back, "every session is served again after failover");
+    assert_eq!(
+        browser()
+            .get(&stack.url("/readyz"))
+            .await
+            .expect("ready")
+            .status
+            .as_u16(),
+        200
+    );
+}

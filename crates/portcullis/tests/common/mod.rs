@@ -51,9 +51,9 @@ pub struct Stack {
     /// The first instance's `http://localhost:PORT`: a different site from the IdP at
     /// 127.0.0.1, as in production.
     pub base: String,
-    pub state: AppState,
     /// Every instance, the first one included.
     pub instances: Vec<RunningGateway>,
+    configs: Vec<String>,
 }
 
 impl Stack {
@@ -82,6 +82,7 @@ impl Stack {
         let keys = write_secret("keys", &KeyRing::generate_encoded().expect("rng"));
         let secret = write_secret("secret", idp.client_secret());
         let mut instances = Vec::new();
+        let mut configs = Vec::new();
         for bound in ports {
             let toml = config_toml(
                 &opts,
@@ -93,14 +94,31 @@ impl Stack {
                 &upstream,
             );
             instances.push(bound.serve(&toml).await);
+            configs.push(toml);
         }
         Stack {
             base: instances[0].base.clone(),
-            state: instances[0].state.clone(),
             idp,
             upstream,
             instances,
+            configs,
         }
+    }
+
+    /// The first instance's state.
+    pub fn state(&self) -> &AppState {
+        &self.instances[0].state
+    }
+
+    /// Stops instance `i` completely and starts it again, same port and config (a process
+    /// restart: nothing in memory survives).
+    pub async fn restart(&mut self, i: usize) {
+        let old = self.instances.remove(i);
+        let port = old.port();
+        old.stop().await;
+        let bound = BoundPort::bind_port(port).await;
+        self.instances
+            .insert(i, bound.serve(&self.configs[i]).await);
     }
 
     /// `path` on instance `i`.
@@ -146,7 +164,7 @@ impl Stack {
 
     /// The server-side record behind a cookie (tests only: opening needs the cookie's ticket).
     pub async fn session_record(&self, cookie: &str) -> Option<Session> {
-        self.state
+        self.state()
             .sessions
             .load(Ticket::parse(cookie).expect("ticket"))
             .await

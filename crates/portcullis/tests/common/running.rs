@@ -80,7 +80,12 @@ pub struct BoundPort {
 
 impl BoundPort {
     pub async fn bind() -> BoundPort {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::bind_port(0).await
+    }
+
+    /// Binds a given port (0: any free one), e.g. to restart an instance where it was.
+    pub async fn bind_port(port: u16) -> BoundPort {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind gateway");
         let port = listener.local_addr().expect("addr").port();
@@ -112,6 +117,27 @@ impl BoundPort {
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+}
+
+impl RunningGateway {
+    /// Graceful stop: waits until the server and its connections are gone, so everything the
+    /// instance held (e.g. an exclusive store file) is released.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in base")
     }
 }
 

@@ -49,18 +49,34 @@ fn record() -> SessionRecord {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
 
 async fn fill(store: Arc<dyn SessionStore>, keys: &KeyRing, n: usize) -> usize {
-    let m = SessionManager::new(store, keys.clone(), Duration::from_secs(8 * 3600), Duration::from_secs(1800));
+    let m = SessionManager::new(
+        store,
+        keys.clone(),
+        Duration::from_secs(8 * 3600),
+        Duration::from_secs(1800),
+    );
     let mut sealed = 0;
     for i in 0..n {
         let s = m.create(record()).await.expect("create");
         if i == 0 {
-            sealed = m.store().get(&s.key).await.expect("get").expect("stored").value.len();
+            sealed = m
+                .store()
+                .get(&s.key)
+                .await
+                .expect("get")
+                .expect("stored")
+                .value
+                .len();
         }
     }
     sealed
@@ -91,7 +107,10 @@ async fn main() {
     let store = FileStore::open(&path, &keys).expect("file store");
     fill(Arc::new(store), &keys, file_n).await;
     let size = std::fs::metadata(&path).expect("stat").len();
-    println!("file store: {file_n} sessions, {size} B on disk = {} B/session", size / file_n as u64);
+    println!(
+        "file store: {file_n} sessions, {size} B on disk = {} B/session",
+        size / file_n as u64
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     if let Some(url) = redis_url {
@@ -102,10 +121,19 @@ async fn main() {
                 .expect("used_memory")
         };
         let client = redis::Client::open(url.as_str()).expect("redis url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
         let used = |c: &mut redis::aio::MultiplexedConnection| {
             let mut c = c.clone();
-            async move { redis::cmd("INFO").arg("memory").query_async::<String>(&mut c).await.expect("INFO") }
+            async move {
+                redis::cmd("INFO")
+                    .arg("memory")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .expect("INFO")
+            }
         };
         let before = info(used(&mut conn).await);
         let store = RedisStore::new(RedisConfig {

@@ -44,7 +44,7 @@ pub struct AppState {
     pub oidc: Arc<OidcProvider>,
     pub refresher: Refresher,
     pub proxy: Arc<proxy::Proxy>,
-    csrf_exempt: Arc<[String; 2]>,
+    csrf_exempt: Arc<[String; 3]>,
 }
 
 impl AppState {
@@ -78,6 +78,8 @@ impl AppState {
             // each has its own proof (state + binding cookie, signed logout token).
             format!("{}/callback", config.bff_prefix),
             format!("{}/backchannel-logout", config.bff_prefix),
+            // No session exists yet; it has its own proof: JSON only, same Origin (see handshake).
+            format!("{}/handshake", config.bff_prefix),
         ]);
         Ok(AppState {
             config: Arc::new(config),

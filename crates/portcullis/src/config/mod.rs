@@ -27,6 +27,33 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Directory of the PWA's static files, served for GET/HEAD of paths no route claims.
     pub static_root: Option<PathBuf>,
+    /// The operators' listener (health, readiness, session revocation), if configured.
+    pub admin: Option<AdminConfig>,
+    pub rate_limits: RateLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token operators present; from `token_env` / `token_file`.
+    pub token: Secret,
+}
+
+/// `count` events per `per`, as a token bucket (bursts up to `count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// `GET /bff/login` and `GET /bff/callback` per client IP.
+    pub login_per_ip: Rate,
+    /// `POST /bff/handshake` per client IP.
+    pub handshake_per_ip: Rate,
+    /// `POST /bff/handshake` per submitted username (whatever the IP).
+    pub handshake_per_username: Rate,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +138,8 @@ pub struct OidcConfig {
     /// Off by default: puts the ID token in the end-session URL the browser follows, which
     /// hands the ID token to the browser. Named "dangerous" on purpose.
     pub dangerous_send_id_token_hint_on_logout: bool,
+    /// Enables `POST /bff/handshake` (the password grant, deprecated by RFC 9700).
+    pub password_grant: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -199,8 +228,12 @@ impl Config {
                 format!("{} is not a directory", root.display()),
             );
         }
+        let admin = raw.admin.and_then(|a| v.admin(a));
+        let rate_limits = v.rate_limits(raw.rate_limits);
         match (server, session, oidc, v.problems.is_empty()) {
             (Some(server), Some(session), Some(oidc), true) => Ok(Config {
+                admin,
+                rate_limits,
                 server,
                 session,
                 oidc,
@@ -599,7 +632,66 @@ impl Validator {
             login_timeout,
             post_logout_redirect_uri: post_logout_redirect_uri?,
             dangerous_send_id_token_hint_on_logout: raw.dangerous_send_id_token_hint_on_logout,
+            password_grant: raw.password_grant,
         })
+    }
+
+    fn admin(&mut self, raw: raw::RawAdmin) -> Option<AdminConfig> {
+        let listen = self.ok(
+            "admin.listen",
+            raw.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("`{}` is not ip:port ({e})", raw.listen)),
+        );
+        let token = self.ok(
+            "admin.token",
+            secret::load("admin.token_env", raw.token_env.as_deref(), "admin.token_file", raw.token_file.as_deref())
+                .and_then(|t| {
+                    if t.expose().len() >= 32 {
+                        Ok(t)
+                    } else {
+                        Err("the admin token must be at least 32 characters (e.g. `portcullis gen-key`)".into())
+                    }
+                }),
+        );
+        Some(AdminConfig {
+            listen: listen?,
+            token: token?,
+        })
+    }
+
+    fn rate(&mut self, key: &str, raw: Option<String>, default: Rate) -> Rate {
+        match raw {
+            None => default,
+            Some(s) => self.ok(key, units::parse_rate(&s)).unwrap_or(default),
+        }
+    }
+
+    fn rate_limits(&mut self, raw: raw::RawRateLimits) -> RateLimits {
+        let min = Duration::from_secs(60);
+        RateLimits {
+            login_per_ip: self.rate(
+                "rate_limits.login_per_ip",
+                raw.login_per_ip,
+                Rate {
+                    count: 60,
+                    per: min,
+                },
+            ),
+            handshake_per_ip: self.rate(
+                "rate_limits.handshake_per_ip",
+                raw.handshake_per_ip,
+                Rate {
+                    count: 20,
+                    per: min,
+                },
+            ),
+            handshake_per_username: self.rate(
+                "rate_limits.handshake_per_username",
+                raw.handshake_per_username,
+                Rate { count: 5, per: min },
+            ),
+        }
     }
 
     fn bff_prefix(&mut self, raw: Option<String>) -> String {

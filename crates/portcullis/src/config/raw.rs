@@ -20,6 +20,25 @@ pub struct RawConfig {
     #[serde(default)]
     pub logging: RawLogging,
     pub static_files: Option<RawStatic>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub login_per_ip: Option<String>,
+    pub handshake_per_ip: Option<String>,
+    pub handshake_per_username: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +103,8 @@ pub struct RawOidc {
     pub login_timeout: Option<String>,
     #[serde(default)]
     pub dangerous_send_id_token_hint_on_logout: bool,
+    #[serde(default)]
+    pub password_grant: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

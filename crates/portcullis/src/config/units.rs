@@ -32,6 +32,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// `"10/min"`, `"100/hour"`, `"5/s"`, `"30/10m"`: a count per period.
+pub fn parse_rate(s: &str) -> Result<super::Rate, String> {
+    let bad = || format!("`{s}` is not a rate like \"10/min\", \"100/hour\" or \"5/s\"");
+    let (count, per) = s.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        other => parse_duration(other).map_err(|_| bad())?,
+    };
+    if count == 0 || per.is_zero() {
+        return Err(format!("`{s}`: the count and the period must be positive"));
+    }
+    Ok(super::Rate { count, per })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +58,25 @@ mod tests {
         assert_eq!(parse_duration("8h"), Ok(Duration::from_secs(8 * 3600)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(
+            parse_rate("10/min").map(|r| (r.count, r.per.as_secs())),
+            Ok((10, 60))
+        );
+        assert_eq!(
+            parse_rate("100/hour").map(|r| (r.count, r.per.as_secs())),
+            Ok((100, 3600))
+        );
+        assert_eq!(
+            parse_rate("30/10m").map(|r| (r.count, r.per.as_secs())),
+            Ok((30, 600))
+        );
+        assert!(parse_rate("0/min").is_err());
+        assert!(parse_rate("ten/min").is_err());
+        assert!(parse_rate("10").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `/bff` endpoints: login, callback, session, logout. Every response is `no-store`.
 
+mod backchannel_logout;
 mod callback;
 mod login;
 mod login_state;
@@ -23,6 +24,12 @@ pub fn router() -> Router<AppState> {
         .route("/callback", get(callback::finish))
         .route("/session", get(session_info::show))
         .route("/logout", post(logout::logout))
+        .route(
+            "/backchannel-logout",
+            post(backchannel_logout::backchannel_logout).layer(
+                axum::extract::DefaultBodyLimit::max(backchannel_logout::MAX_BODY),
+            ),
+        )
         .fallback(|| async { ApiError::NotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .layer(SetResponseHeaderLayer::overriding(

@@ -7,6 +7,7 @@
 
 mod error;
 mod id_token;
+pub mod logout_token;
 mod metadata;
 mod revoke;
 
@@ -242,6 +243,22 @@ impl OidcProvider {
         *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&fresh));
         tracing::info!("JWKS re-fetched after an unknown signing key");
         Ok(fresh)
+    }
+
+    /// Validates a back-channel logout token (signature, claims; not `jti` uniqueness), re-reading
+    /// the provider's JWKS once if it names an unknown key.
+    pub async fn verify_logout_token(
+        &self,
+        raw: &str,
+    ) -> Result<logout_token::LogoutRequest, OidcError> {
+        let d = self.ready()?;
+        match logout_token::verify(&d, &self.cfg, raw) {
+            Err(OidcError::UnknownSigningKey) => {
+                let d = self.refetch_jwks(&d).await?;
+                logout_token::verify(&d, &self.cfg, raw)
+            }
+            other => other,
+        }
     }
 
     /// RFC 7009 revocation of a refresh token, when the provider offers it.

@@ -29,6 +29,9 @@ pub struct Options {
     pub session_extra: String,
     /// How many gateway instances share the provider, the upstream and the store config.
     pub instances: usize,
+    /// Register the first instance's back-channel logout endpoint at the provider (which then
+    /// also puts `sid` in ID tokens).
+    pub backchannel_logout: bool,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             max_request_body: "64KiB",
             session_extra: String::new(),
             instances: 1,
+            backchannel_logout: false,
         }
     }
 }
@@ -74,6 +78,10 @@ impl Stack {
             .collect();
         idp_opts.post_logout_redirect_uris = ports.iter().map(|p| format!("{}/", p.base)).collect();
         idp_opts.access_token_ttl_secs = opts.access_token_ttl;
+        if opts.backchannel_logout {
+            idp_opts.backchannel_logout_uri =
+                Some(format!("{}/bff/backchannel-logout", ports[0].base));
+        }
         let idp = Idp::start(idp_opts)
             .await
             .expect("start the OpenID Provider");

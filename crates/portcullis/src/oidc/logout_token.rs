@@ -1,0 +1,162 @@
+//! Logout tokens (OpenID Connect Back-Channel Logout 1.0, section 2.6): a signed JWT from the
+//! provider, validated as strictly as an ID token plus the rules that keep an ID token or an
+//! access token from being replayed as one: the back-channel `events` member, no `nonce`, a
+//! `typ` that is not another token type, and a `jti` seen only once (checked by the caller
+//! against the store, so replay protection holds across instances).
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    jwk::{Jwk, JwkSet},
+};
+use serde_json::{Map, Value};
+
+use super::{OidcError, metadata::Discovered, now_unix};
+use crate::config::OidcConfig;
+
+pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// How old a logout token may be (`iat`), and how far in the future (clock skew).
+const MAX_AGE: u64 = 300;
+const FUTURE_SKEW: u64 = 60;
+
+const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// What a valid logout token asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRequest {
+    pub iss: String,
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+    /// Unix seconds until which the `jti` must be remembered.
+    pub remember_until: u64,
+}
+
+/// Validates everything but `jti` uniqueness. `UnknownSigningKey` lets the caller re-fetch the
+/// JWKS once and retry, as for ID tokens.
+pub(super) fn verify(
+    d: &Discovered,
+    cfg: &OidcConfig,
+    raw: &str,
+) -> Result<LogoutRequest, OidcError> {
+    let bad = |why: &str| OidcError::InvalidIdToken(format!("logout token: {why}"));
+    let header =
+        jsonwebtoken::decode_header(raw).map_err(|e| bad(&format!("malformed header: {e}")))?;
+    if !ASYMMETRIC.contains(&header.alg) {
+        return Err(bad("algorithm not allowed (only asymmetric signatures)"));
+    }
+    match header.typ.as_deref() {
+        None | Some("logout+jwt") | Some("JWT") => {}
+        Some(other) => return Err(bad(&format!("typ `{other}` is not a logout token"))),
+    }
+    let jwks: JwkSet = serde_json::to_value(&d.jwks)
+        .and_then(serde_json::from_value)
+        .map_err(|e| bad(&format!("provider JWKS unusable: {e}")))?;
+    let jwk = select_key(&jwks, header.kid.as_deref(), header.alg)?;
+    let key =
+        DecodingKey::from_jwk(jwk).map_err(|e| bad(&format!("provider key unusable: {e}")))?;
+
+    let mut v = Validation::new(header.alg);
+    v.set_issuer(&[cfg.issuer.as_str()]);
+    v.set_audience(&[cfg.client_id.as_str()]);
+    v.set_required_spec_claims(&["iss", "aud"]);
+    // `exp` is not required by the final spec; when present it must not have passed.
+    v.validate_exp = true;
+    v.leeway = FUTURE_SKEW;
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(raw, &key, &v)
+        .map_err(|e| bad(&format!("rejected: {e}")))?
+        .claims;
+
+    let now = now_unix();
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("no iat"))?;
+    if iat > now + FUTURE_SKEW || iat + MAX_AGE < now {
+        return Err(bad("iat is not fresh"));
+    }
+    if claims.contains_key("nonce") {
+        return Err(bad("a nonce is present (an ID token?)"));
+    }
+    match claims
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|e| e.get(BACKCHANNEL_EVENT))
+    {
+        Some(Value::Object(_)) => {}
+        _ => return Err(bad("no back-channel logout event")),
+    }
+    if let Some(Value::Array(aud)) = claims.get("aud")
+        && aud.len() > 1
+        && claims.get("azp").and_then(Value::as_str) != Some(cfg.client_id.as_str())
+    {
+        return Err(bad("several audiences without this client as azp"));
+    }
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+    let (sub, sid) = (text("sub"), text("sid"));
+    if sub.is_none() && sid.is_none() {
+        return Err(bad("neither sub nor sid"));
+    }
+    let jti = text("jti")
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| bad("no usable jti"))?;
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    Ok(LogoutRequest {
+        iss: cfg.issuer.clone(),
+        sub,
+        sid,
+        jti,
+        remember_until: exp.max(iat + MAX_AGE) + FUTURE_SKEW,
+    })
+}
+
+/// By `kid` when the header names one; otherwise the single signing key of the right type.
+fn select_key<'a>(
+    jwks: &'a JwkSet,
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<&'a Jwk, OidcError> {
+    let usable = |k: &&Jwk| {
+        k.common
+            .public_key_use
+            .as_ref()
+            .is_none_or(|u| matches!(u, jsonwebtoken::jwk::PublicKeyUse::Signature))
+            && key_family(&k.algorithm) == Some(alg.family())
+    };
+    let mut candidates = jwks.keys.iter().filter(usable);
+    match kid {
+        Some(kid) => jwks
+            .keys
+            .iter()
+            .filter(usable)
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+            .ok_or(OidcError::UnknownSigningKey),
+        None => match (candidates.next(), candidates.next()) {
+            (Some(k), None) => Ok(k),
+            (None, _) => Err(OidcError::UnknownSigningKey),
+            (Some(_), Some(_)) => Err(OidcError::InvalidIdToken(
+                "logout token: no kid and several keys".into(),
+            )),
+        },
+    }
+}
+
+fn key_family(p: &jsonwebtoken::jwk::AlgorithmParameters) -> Option<jsonwebtoken::AlgorithmFamily> {
+    use jsonwebtoken::{AlgorithmFamily, jwk::AlgorithmParameters};
+    match p {
+        AlgorithmParameters::RSA(_) => Some(AlgorithmFamily::Rsa),
+        AlgorithmParameters::EllipticCurve(_) => Some(AlgorithmFamily::Ec),
+        AlgorithmParameters::OctetKeyPair(_) => Some(AlgorithmFamily::Ed),
+        // Symmetric or unknown keys never verify a logout token.
+        _ => None,
+    }
+}

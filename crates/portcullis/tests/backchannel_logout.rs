@@ -1,0 +1,345 @@
+//! OpenID Connect Back-Channel Logout 1.0 at `POST /bff/backchannel-logout`.
+//!
+//! Against the real provider: a logout at the provider ends the gateway session it names. Against
+//! a scriptable fake provider: every forged, unsigned, stale, replayed or misdirected logout token
+//! is refused with 400 and ends nothing.
+
+mod common;
+mod fake_idp;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fake_idp::{
+    gateway::{Gateway, SESSION_COOKIE},
+    jose::{Signer, jws, jws_with_header, keys},
+    provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, TokenReply},
+};
+use http::Method;
+use serde_json::{Value, json};
+use testkit::browser::Browser;
+
+const KID: &str = "k1";
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+struct Env {
+    idp: FakeIdp,
+    gw: Gateway,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let idp = FakeIdp::start(vec![keys().provider.jwk(Some(KID))], IdpOptions::default()).await;
+        let gw = Gateway::start(&idp, CLIENT_SECRET).await;
+        Env { idp, gw }
+    }
+
+    /// Logs a fresh browser in as `sub` with provider session `sid`; returns it with its cookie.
+    async fn login(&self, sub: &'static str, sid: &'static str) -> (Browser, String) {
+        let browser = Browser::new();
+        let auth = self.gw.start_login(&browser, "/").await;
+        self.idp.issue_code(
+            "code-1",
+            Grant {
+                code_challenge: auth.code_challenge.clone(),
+                nonce: auth.nonce.clone(),
+                redirect_uri: auth.redirect_uri.clone(),
+            },
+        );
+        let issuer = self.idp.issuer().to_owned();
+        self.idp.script(move |g: &Grant| {
+            let t = now();
+            TokenReply::IdToken(jws(
+                Signer::Rs256(&keys().provider),
+                Some(KID),
+                &json!({"iss": issuer, "aud": CLIENT_ID, "sub": sub, "sid": sid, "iat": t, "exp": t + 300, "nonce": g.nonce}),
+            ))
+        });
+        let r = self
+            .gw
+            .callback(&browser, &self.idp, "code-1", &auth.state)
+            .await;
+        assert_eq!(r.status.as_u16(), 302, "login: {}", r.text());
+        let cookie = browser.cookie(SESSION_COOKIE).expect("session cookie");
+        (browser, cookie)
+    }
+
+    async fn alive(&self, browser: &Browser) -> bool {
+        browser
+            .get(&self.gw.url("/bff/session"))
+            .await
+            .expect("session")
+            .status
+            .as_u16()
+            == 200
+    }
+
+    fn claims(&self, patch: Value) -> Value {
+        let t = now();
+        let mut c = json!({
+            "iss": self.idp.issuer(), "aud": CLIENT_ID, "iat": t, "exp": t + 120,
+            "jti": format!("jti-{}", portcullis::crypto::random::token::<8>().expect("rng")),
+            "sid": "sid-alice", "events": {EVENT: {}},
+        });
+        for (k, v) in patch.as_object().expect("patch") {
+            if v.is_null() {
+                c.as_object_mut().expect("object").remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn token(&self, patch: Value) -> String {
+        jws_with_header(
+            Signer::Rs256(&keys().provider),
+            &json!({"kid": KID, "typ": "logout+jwt"}),
+            &self.claims(patch),
+        )
+    }
+
+    async fn post(&self, body: &str, content_type: &str) -> testkit::browser::Response {
+        // The provider's server-to-server call: no cookies, no Origin.
+        Browser::new()
+            .request(
+                Method::POST,
+                &self.gw.url("/bff/backchannel-logout"),
+                &[("content-type", content_type)],
+                body.to_owned(),
+            )
+            .await
+            .expect("POST backchannel-logout")
+    }
+
+    async fn send(&self, token: &str) -> testkit::browser::Response {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("logout_token", token)
+            .finish();
+        self.post(&body, "application/x-www-form-urlencoded").await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_misdirected_logout_tokens_end_nothing() {
+    let env = Env::start().await;
+    let (alice, _) = env.login("alice", "sid-alice").await;
+    let issuer = env.idp.issuer().to_owned();
+    let p = &keys().provider;
+    let pem = p.spki_pem();
+    let t = now();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            jws(Signer::Unsigned("none"), Some(KID), &env.claims(json!({}))),
+        ),
+        (
+            "signed by an attacker's key under the provider's kid",
+            jws(
+                Signer::Rs256(&keys().attacker),
+                Some(KID),
+                &env.claims(json!({})),
+            ),
+        ),
+        (
+            "HS256 keyed with the provider's public key",
+            jws(
+                Signer::Hs256(pem.as_bytes()),
+                Some(KID),
+                &env.claims(json!({})),
+            ),
+        ),
+        (
+            "HS256 keyed with the client secret",
+            jws(
+                Signer::Hs256(CLIENT_SECRET.as_bytes()),
+                Some(KID),
+                &env.claims(json!({})),
+            ),
+        ),
+        (
+            "unknown kid",
+            jws(Signer::Rs256(p), Some("nope"), &env.claims(json!({}))),
+        ),
+        (
+            "wrong issuer",
+            env.token(json!({"iss": "https://evil.example"})),
+        ),
+        (
+            "issuer with a trailing slash",
+            env.token(json!({"iss": format!("{issuer}/")})),
+        ),
+        (
+            "for another client",
+            env.token(json!({"aud": "another-client"})),
+        ),
+        (
+            "extra audience, azp another client",
+            env.token(json!({"aud": [CLIENT_ID, "other"], "azp": "other"})),
+        ),
+        ("no aud", env.token(json!({"aud": null}))),
+        (
+            "expired",
+            env.token(json!({"exp": t - 600, "iat": t - 700})),
+        ),
+        (
+            "iat too old",
+            env.token(json!({"iat": t - 3600, "exp": null})),
+        ),
+        ("iat in the future", env.token(json!({"iat": t + 600}))),
+        ("no iat", env.token(json!({"iat": null}))),
+        (
+            "nonce present (an ID token)",
+            env.token(json!({"nonce": "n"})),
+        ),
+        ("no events", env.token(json!({"events": null}))),
+        (
+            "events of another kind",
+            env.token(json!({"events": {"http://schemas.openid.net/event/other": {}}})),
+        ),
+        (
+            "event as a string, not an object",
+            env.token(json!({"events": {EVENT: "yes"}})),
+        ),
+        ("neither sub nor sid", env.token(json!({"sid": null}))),
+        ("no jti", env.token(json!({"jti": null}))),
+        (
+            "typ of an access token",
+            jws_with_header(
+                Signer::Rs256(p),
+                &json!({"kid": KID, "typ": "at+jwt"}),
+                &env.claims(json!({})),
+            ),
+        ),
+        ("not a JWT", "not.a.jwt".to_owned()),
+    ];
+    for (name, token) in &cases {
+        let r = env.send(token).await;
+        assert_eq!(r.status.as_u16(), 400, "{name}: {}", r.text());
+        assert_eq!(
+            r.json().expect("json")["error"],
+            "invalid_request",
+            "{name}"
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{name}");
+        assert!(env.alive(&alice).await, "{name} ended a session");
+    }
+    // Wrong transport: JSON body, two tokens, no token.
+    let valid = env.token(json!({}));
+    for (name, body, ct) in [
+        (
+            "JSON body",
+            format!(r#"{{"logout_token":"{valid}"}}"#),
+            "application/json",
+        ),
+        (
+            "two tokens",
+            format!("logout_token={valid}&logout_token={valid}"),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "no token",
+            "foo=bar".to_owned(),
+            "application/x-www-form-urlencoded",
+        ),
+    ] {
+        let r = env.post(&body, ct).await;
+        assert_eq!(r.status.as_u16(), 400, "{name}");
+        assert!(env.alive(&alice).await, "{name} ended a session");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_token_ends_exactly_the_named_sessions_once() {
+    let env = Env::start().await;
+    let (alice1, _) = env.login("alice", "sid-alice").await;
+    let (alice2, _) = env.login("alice", "sid-alice-2").await;
+    let (bob, _) = env.login("bob", "sid-bob").await;
+
+    // By sid: only that provider session.
+    let token = env.token(json!({"sid": "sid-alice", "sub": "alice"}));
+    let r = env.send(&token).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(!env.alive(&alice1).await, "the named session ended");
+    assert!(
+        env.alive(&alice2).await,
+        "another provider session of the same user is kept"
+    );
+    assert!(env.alive(&bob).await);
+
+    // Replay of the same token: refused.
+    let replay = env.send(&token).await;
+    assert_eq!(replay.status.as_u16(), 400, "jti seen before");
+
+    // By sub only: every session of that subject.
+    let r = env
+        .send(&env.token(json!({"sid": null, "sub": "alice"})))
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(!env.alive(&alice2).await);
+    assert!(env.alive(&bob).await, "other users untouched");
+
+    // A token without kid is accepted when the provider has a single key.
+    let no_kid = jws_with_header(
+        Signer::Rs256(&keys().provider),
+        &json!({"kid": null, "typ": "logout+jwt"}),
+        &env.claims(json!({"sid": "sid-bob"})),
+    );
+    assert_eq!(env.send(&no_kid).await.status.as_u16(), 200);
+    assert!(!env.alive(&bob).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_provider_logs_the_gateway_session_out() {
+    let stack = common::Stack::start_with(common::Options {
+        backchannel_logout: true,
+        ..common::Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let ticket = stack.login(&b).await;
+    let record = stack.session_record(&ticket).await.expect("session").record;
+    let sid = record
+        .sid
+        .clone()
+        .expect("the provider put a sid in the ID token");
+    let other = Browser::new();
+    stack.login(&other).await;
+
+    let out = stack
+        .idp
+        .backchannel_logout(None, Some(&sid))
+        .await
+        .expect("provider back-channel logout");
+    assert!(
+        common::eventually(|| {
+            let b = b.clone();
+            let url = stack.url("/bff/session");
+            async move {
+                b.get(&url)
+                    .await
+                    .map(|r| r.status.as_u16() == 401)
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "the provider's logout ended the session: {out}"
+    );
+    assert!(stack.session_record(&ticket).await.is_none());
+    assert_eq!(
+        stack
+            .idp
+            .stats()
+            .await
+            .expect("stats")
+            .backchannel_logout_errors,
+        0
+    );
+}

@@ -31,6 +31,34 @@ pub enum Command {
     },
     /// Print a fresh base64 256-bit key for the session key ring.
     GenKey,
+    /// Inspect or end sessions directly in the configured store (every instance sharing it sees
+    /// the change at once). With the file store, use the admin API of the running instance.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// How many live sessions a subject has.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        subject: String,
+    },
+    /// End sessions: all of a subject's, one provider session's (`sid`), or every session.
+    Revoke {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, conflicts_with_all = ["sid", "all"], required_unless_present_any = ["sid", "all"])]
+        subject: Option<String>,
+        #[arg(long, conflicts_with = "all")]
+        sid: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Runs the command; returns the process exit code.
@@ -49,6 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Sessions { action } => sessions(action),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 eprintln!(
@@ -91,6 +120,68 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn sessions(action: SessionsAction) -> ExitCode {
+    let path = match &action {
+        SessionsAction::List { config, .. } | SessionsAction::Revoke { config, .. } => {
+            config.clone()
+        }
+    };
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{}: {problems}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let state = crate::AppState::new(cfg)?;
+        let iss = state.config.oidc.issuer.clone();
+        let m = &state.sessions;
+        let out = match action {
+            SessionsAction::List { subject, .. } => {
+                let n = m.live_sessions_of_subject(&iss, &subject).await?;
+                serde_json::json!({"subject": subject, "sessions": n})
+            }
+            SessionsAction::Revoke {
+                subject: Some(sub), ..
+            } => {
+                serde_json::json!({"revoked": m.end_subject(&iss, &sub).await?})
+            }
+            SessionsAction::Revoke { sid: Some(sid), .. } => {
+                serde_json::json!({"revoked": m.end_provider_session(&iss, &sid).await?})
+            }
+            SessionsAction::Revoke { all: true, .. } => {
+                serde_json::json!({"revoked": m.end_all().await?})
+            }
+            SessionsAction::Revoke { .. } => anyhow::bail!("give --subject, --sid or --all"),
+        };
+        anyhow::Ok(out)
+    });
+    match result {
+        Ok(out) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`app`] builds the whole stack from an [`AppState`], so tests drive exactly what `serve` runs.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bff;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod http;
 pub mod oidc;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod session;
 mod static_files;
@@ -44,6 +46,9 @@ pub struct AppState {
     pub oidc: Arc<OidcProvider>,
     pub refresher: Refresher,
     pub proxy: Arc<proxy::Proxy>,
+    /// Brute-force protection for login, callback and handshake: in this process, or in Redis
+    /// (shared by every instance) when the sessions are. `limiter.check(..)` is the one call.
+    pub limiter: Arc<dyn ratelimit::RateLimiter>,
     csrf_exempt: Arc<[String; 3]>,
 }
 
@@ -73,6 +78,7 @@ impl AppState {
             config.redirect_uri(),
         )?);
         let proxy = Arc::new(proxy::Proxy::new(&config)?);
+        let limiter = ratelimit::for_store(&config.session.store)?;
         let csrf_exempt = Arc::new([
             // The provider's browser redirect and its server-to-server call carry no CSRF token;
             // each has its own proof (state + binding cookie, signed logout token).
@@ -87,6 +93,7 @@ impl AppState {
             oidc,
             refresher: Refresher::default(),
             proxy,
+            limiter,
             csrf_exempt,
         })
     }

@@ -1,8 +1,9 @@
 // OpenID Provider fixture for the Portcullis integration tests.
 //
 // oidc-provider (panva) 9.13.3 on 127.0.0.1, one confidential client, one test
-// user who signs in through a real HTML login form, and a few test-only
-// endpoints under /_test/ (counters, back-channel logout trigger).
+// user who signs in through a real HTML login form (or, when IDP_PASSWORD_GRANT=1,
+// with the resource owner password grant at the token endpoint), and a few
+// test-only endpoints under /_test/ (counters, back-channel logout trigger).
 //
 // NOT FOR PRODUCTION: in-memory adapter, ephemeral keys, test credentials.
 // See ../README.md for the environment variables and the behaviour.
@@ -11,7 +12,7 @@ import { randomBytes, generateKeyPairSync, timingSafeEqual, createHash } from 'n
 import http from 'node:http';
 import * as querystring from 'node:querystring';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // ---------------------------------------------------------------------------
 // Environment
@@ -50,6 +51,9 @@ const POST_LOGOUT_REDIRECT_URIS = list(process.env.IDP_POST_LOGOUT_REDIRECT_URIS
 const BACKCHANNEL_LOGOUT_URI = process.env.IDP_BACKCHANNEL_LOGOUT_URI || undefined;
 const ACCESS_TOKEN_TTL = positiveInt('IDP_ACCESS_TOKEN_TTL', 3600);
 const ID_TOKEN_TTL = 3600;
+// RFC 6749 4.3 (deprecated by RFC 9700): off unless IDP_PASSWORD_GRANT=1.
+const PASSWORD_GRANT = process.env.IDP_PASSWORD_GRANT === '1';
+const SCOPES = ['openid', 'offline_access', 'profile', 'email'];
 const REFRESH_TOKEN_TTL = 24 * 60 * 60;
 
 const USER = process.env.IDP_USER || 'alice';
@@ -91,6 +95,9 @@ function freshStats() {
     // login form submissions
     logins: 0,
     failed_logins: 0,
+    // grant_type=password: tokens issued / refused for wrong credentials
+    password_grants: 0,
+    failed_password_grants: 0,
   };
 }
 let stats = freshStats();
@@ -99,7 +106,8 @@ function bump(map, key) {
   map[key] = (map[key] || 0) + 1;
 }
 
-// sub -> Set of sids for which an authorization code was issued, so that
+// sub -> Set of sids for which an authorization code (or a password grant's
+// tokens) was issued, so that
 // POST /_test/backchannel-logout can log a user out of every session.
 const sidsBySub = new Map();
 
@@ -119,7 +127,7 @@ const client = {
   client_secret: CLIENT_SECRET,
   redirect_uris: REDIRECT_URIS,
   post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
-  grant_types: ['authorization_code', 'refresh_token'],
+  grant_types: ['authorization_code', 'refresh_token', ...(PASSWORD_GRANT ? ['password'] : [])],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
 };
@@ -138,24 +146,26 @@ function isLoopbackUrl(url) {
   }
 }
 
+async function findAccount(ctx, id) {
+  if (id !== ACCOUNT.sub) return undefined;
+  return {
+    accountId: id,
+    async claims() {
+      return { ...ACCOUNT };
+    },
+  };
+}
+
 function configuration() {
   return {
     clients: [client],
-    async findAccount(ctx, id) {
-      if (id !== ACCOUNT.sub) return undefined;
-      return {
-        accountId: id,
-        async claims() {
-          return { ...ACCOUNT };
-        },
-      };
-    },
+    findAccount,
     claims: {
       openid: ['sub', 'sid'],
       profile: ['name'],
       email: ['email', 'email_verified'],
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    scopes: SCOPES,
     // Put the scope's claims (name, email) into the ID token too, as most
     // IdPs do; oidc-provider's default only puts them into /me.
     conformIdTokenClaims: false,
@@ -333,6 +343,104 @@ function json(ctx, status, body) {
   ctx.status = status;
   ctx.type = 'json';
   ctx.body = body;
+}
+
+// ---------------------------------------------------------------------------
+// grant_type=password (RFC 6749 4.3), registered with
+// provider.registerGrantType() when IDP_PASSWORD_GRANT=1. oidc-provider has no
+// built-in password grant; this issues what the code flow issues (access token,
+// refresh token when the client may refresh, ID token with the scope's claims
+// and, for back-channel clients, a sid), with oidc-provider's own models, so
+// refresh, revocation, introspection and back-channel logout treat the tokens
+// like any others.
+
+const PASSWORD_GRANT_PARAMETERS = ['username', 'password', 'scope'];
+
+async function passwordGrantHandler(ctx) {
+  const { provider, client, params } = ctx.oidc;
+  const { username, password } = params;
+  if (typeof username !== 'string' || username === '' || typeof password !== 'string' || password === '') {
+    throw new errors.InvalidRequest('username and password are required');
+  }
+  // Both comparisons always run (no early exit on the user name), and the
+  // answer for an unknown user and for a wrong password is the same.
+  const userOk = safeEqual(username, USER);
+  const passwordOk = safeEqual(password, PASSWORD);
+  if (!(userOk && passwordOk)) {
+    stats.failed_password_grants += 1;
+    throw new errors.InvalidGrant('invalid resource owner credentials');
+  }
+
+  const requested = new Set((typeof params.scope === 'string' ? params.scope : 'openid').split(' ').filter(Boolean));
+  const unknown = [...requested].filter((s) => !SCOPES.includes(s)
+    || (client.scope && !client.scope.split(' ').includes(s)));
+  if (unknown.length !== 0) {
+    throw new errors.InvalidScope('requested scope is not allowed', unknown.join(' '));
+  }
+
+  const account = await findAccount(ctx, ACCOUNT.sub);
+  ctx.oidc.entity('Account', account);
+  const grant = new provider.Grant({ accountId: account.accountId, clientId: client.clientId });
+  grant.addOIDCScope([...requested].join(' '));
+  const grantId = await grant.save();
+  ctx.oidc.entity('Grant', grant);
+
+  const authTime = Math.floor(Date.now() / 1000);
+  // A back-channel client gets a sid, as after a code flow login.
+  const sid = client.includeSid() ? randomBytes(16).toString('base64url') : undefined;
+  if (sid) {
+    if (!sidsBySub.has(account.accountId)) sidsBySub.set(account.accountId, new Set());
+    sidsBySub.get(account.accountId).add(sid);
+  }
+  const scope = grant.getOIDCScopeFiltered(requested);
+
+  const at = new provider.AccessToken({
+    accountId: account.accountId,
+    client,
+    grantId,
+    gty: 'password',
+    sid,
+  });
+  at.scope = scope;
+  ctx.oidc.entity('AccessToken', at);
+  const accessToken = await at.save();
+
+  let refreshToken;
+  if (client.grantTypeAllowed('refresh_token')) {
+    const rt = new provider.RefreshToken({
+      accountId: account.accountId,
+      authTime,
+      client,
+      grantId,
+      gty: 'password',
+      rotations: 0,
+      scope,
+      sid,
+    });
+    ctx.oidc.entity('RefreshToken', rt);
+    refreshToken = await rt.save();
+  }
+
+  let idToken;
+  if (requested.has('openid')) {
+    const claims = await account.claims('id_token', scope, {}, []);
+    const token = new provider.IdToken({ ...claims, sub: account.accountId, auth_time: authTime }, { ctx });
+    token.scope = scope;
+    token.mask = {};
+    token.rejected = [];
+    if (sid) token.set('sid', sid);
+    idToken = await token.issue({ use: 'idtoken' });
+  }
+
+  stats.password_grants += 1;
+  ctx.body = Object.fromEntries(Object.entries({
+    access_token: accessToken,
+    expires_in: at.expiration,
+    id_token: idToken,
+    refresh_token: refreshToken,
+    scope,
+    token_type: at.tokenType,
+  }).filter(([, v]) => v !== undefined));
 }
 
 // ---------------------------------------------------------------------------
@@ -537,6 +645,9 @@ server.listen(PORT, HOST, () => {
   const provider = new Provider(issuer, configuration());
   // The fixture runs on plain http on loopback: no proxy in front of it.
   provider.proxy = false;
+  if (PASSWORD_GRANT) {
+    provider.registerGrantType('password', passwordGrantHandler, PASSWORD_GRANT_PARAMETERS);
+  }
 
   provider.use(errorsToStderr());
   provider.use(testRoutes(provider));
@@ -583,7 +694,7 @@ server.listen(PORT, HOST, () => {
   server.removeAllListeners('request');
   server.on('request', provider.callback());
 
-  console.error(`listening on ${issuer} client_id=${CLIENT_ID} redirect_uris=${REDIRECT_URIS.join(' ')}`);
+  console.error(`listening on ${issuer} client_id=${CLIENT_ID} redirect_uris=${REDIRECT_URIS.join(' ')}${PASSWORD_GRANT ? ' password_grant=on' : ''}`);
   // The one line on stdout: the Rust side waits for it.
   process.stdout.write(`IDP_READY ${issuer}\n`);
 });

@@ -61,6 +61,10 @@ pub struct IdpOptions {
     pub password: String,
     /// A fixed port; `None` (the default) lets the OS choose a free one.
     pub port: Option<u16>,
+    /// Enables `grant_type=password` (RFC 6749 4.3, deprecated by RFC 9700)
+    /// for the client: the test user's credentials at the token endpoint get
+    /// the same tokens as the code flow. Off by default.
+    pub password_grant: bool,
 }
 
 impl Default for IdpOptions {
@@ -75,6 +79,7 @@ impl Default for IdpOptions {
             username: DEFAULT_USERNAME.to_owned(),
             password: DEFAULT_PASSWORD.to_owned(),
             port: None,
+            password_grant: false,
         }
     }
 }
@@ -126,6 +131,11 @@ pub struct Stats {
     pub logins: u64,
     /// Rejected login form submissions.
     pub failed_logins: u64,
+    /// Successful `grant_type=password` requests (tokens issued).
+    pub password_grants: u64,
+    /// `grant_type=password` requests refused for wrong credentials (unknown
+    /// user or wrong password: the same `invalid_grant`).
+    pub failed_password_grants: u64,
 }
 
 impl Stats {
@@ -143,6 +153,16 @@ impl Stats {
             .get("refresh_token")
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Token requests with `grant_type=password` (successful or not).
+    pub fn password_grant_requests(&self) -> u64 {
+        self.token_requests.get("password").copied().unwrap_or(0)
+    }
+
+    /// Token endpoint requests of any grant type.
+    pub fn all_token_requests(&self) -> u64 {
+        self.token_requests.values().sum()
     }
 }
 
@@ -209,6 +229,10 @@ impl Idp {
             .env("IDP_USER", &options.username)
             .env("IDP_PASSWORD", &options.password)
             .env("IDP_EXIT_ON_STDIN_CLOSE", "1")
+            .env(
+                "IDP_PASSWORD_GRANT",
+                if options.password_grant { "1" } else { "0" },
+            )
             .env_remove("IDP_USER_NAME")
             .env_remove("IDP_USER_EMAIL")
             .stdin(Stdio::piped())

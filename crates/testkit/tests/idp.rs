@@ -596,3 +596,148 @@ async fn start_fails_cleanly_without_redirect_uris() {
         .expect_err("redirect URIs are required");
     assert!(err.to_string().contains("redirect URI"), "{err:#}");
 }
+
+#[tokio::test]
+async fn password_grant_issues_the_code_flow_tokens_when_enabled() {
+    let rp = RecordingUpstream::start().await;
+    let redirect = format!("{}/bff/callback", rp.url());
+    let idp = Idp::start(IdpOptions {
+        password_grant: true,
+        backchannel_logout_uri: Some(format!("{}/bff/backchannel-logout", rp.url())),
+        ..IdpOptions::new(&redirect)
+    })
+    .await
+    .expect("start IdP");
+    let d = idp.discovery().await.expect("discovery");
+    assert!(
+        d["grant_types_supported"]
+            .as_array()
+            .expect("grant_types_supported")
+            .contains(&Value::from("password")),
+        "{d}"
+    );
+
+    let (status, tokens) = token_request(
+        &idp,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wonderland"),
+            ("scope", "openid profile email"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 3600);
+    assert_eq!(tokens["scope"], "openid profile email");
+    let at = tokens["access_token"].as_str().expect("access_token");
+    let rt = tokens["refresh_token"].as_str().expect("refresh_token");
+    let claims = jwt_payload(tokens["id_token"].as_str().expect("id_token"));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["iss"], Value::String(idp.issuer()));
+    assert_eq!(claims["aud"], idp.client_id());
+    assert_eq!(claims["name"], "Alice Liddell");
+    assert_eq!(claims["email"], "alice@example.test");
+    assert!(claims.get("nonce").is_none(), "{claims}");
+    let sid = claims["sid"]
+        .as_str()
+        .expect("sid for a back-channel client");
+
+    // The access token is a real one (introspection), the refresh token rotates.
+    let info: Value = reqwest::Client::new()
+        .post(format!("{}/token/introspection", idp.issuer()))
+        .basic_auth(idp.client_id(), Some(idp.client_secret()))
+        .form(&[("token", at)])
+        .send()
+        .await
+        .expect("introspection")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["sub"], "alice");
+    let (status, refreshed) = token_request(
+        &idp,
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert_ne!(refreshed["refresh_token"].as_str(), Some(rt));
+    assert_eq!(
+        jwt_payload(refreshed["id_token"].as_str().expect("id_token"))["sub"],
+        "alice"
+    );
+
+    // Unknown user and wrong password: the same error, byte for byte.
+    let (s1, wrong_password) = token_request(
+        &idp,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "not-wonderland"),
+        ],
+    )
+    .await;
+    let (s2, unknown_user) = token_request(
+        &idp,
+        &[
+            ("grant_type", "password"),
+            ("username", "mallory"),
+            ("password", "wonderland"),
+        ],
+    )
+    .await;
+    assert_eq!((s1, s2), (400, 400));
+    assert_eq!(wrong_password["error"], "invalid_grant");
+    assert_eq!(wrong_password, unknown_user);
+    let (status, body) =
+        token_request(&idp, &[("grant_type", "password"), ("username", "alice")]).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_request");
+
+    // The password-grant "session" is reachable by back-channel logout.
+    let report = idp
+        .backchannel_logout(None, None)
+        .await
+        .expect("backchannel logout");
+    assert_eq!(report["results"][0]["sid"], Value::String(sid.to_owned()));
+
+    let stats = idp.stats().await.expect("stats");
+    assert_eq!(stats.password_grant_requests(), 4);
+    assert_eq!(stats.password_grants, 1);
+    assert_eq!(stats.failed_password_grants, 2);
+    assert_eq!(stats.token_errors.get("invalid_grant"), Some(&2));
+    assert_eq!(stats.token_errors.get("invalid_request"), Some(&1));
+    assert_eq!(stats.refresh_grants(), 1);
+    assert_eq!(stats.all_token_requests(), 5);
+}
+
+#[tokio::test]
+async fn password_grant_is_unsupported_by_default() {
+    let redirect = format!("http://127.0.0.1:{}/bff/callback", free_port());
+    let idp = Idp::start(IdpOptions::new(&redirect))
+        .await
+        .expect("start IdP");
+    let d = idp.discovery().await.expect("discovery");
+    assert!(
+        !d["grant_types_supported"]
+            .as_array()
+            .expect("grant_types_supported")
+            .contains(&Value::from("password")),
+        "{d}"
+    );
+    let (status, body) = token_request(
+        &idp,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "unsupported_grant_type");
+    let stats = idp.stats().await.expect("stats");
+    assert_eq!(stats.password_grants, 0);
+}

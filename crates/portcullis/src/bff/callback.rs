@@ -17,9 +17,9 @@ use crate::{
     AppState,
     crypto::random,
     http::problem::ApiError,
-    oidc::{OidcError, now_unix},
+    oidc::{OidcError, Tokens, VerifiedIdToken, now_unix},
     session::{
-        SessionRecord, cookie,
+        Session, SessionRecord, cookie,
         ticket::{Namespace, Ticket},
     },
     store::StoreKey,
@@ -53,13 +53,11 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         return Err(failed("state was not started by this browser"));
     }
     if let Some(err) = error {
-        let err: String = err
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(64)
-            .collect();
-        tracing::info!(error = %err, prompt_none = pending.prompt_none, "provider returned an authorization error");
-        return Err(ApiError::LoginFailed);
+        // The provider declined (user cancelled, or `prompt=none` found no session). The state
+        // checked out, so `returnTo` is ours: send the browser back with a short, fixed code.
+        let code = app_error_code(&err);
+        tracing::info!(error = %code, prompt_none = pending.prompt_none, "provider returned an authorization error");
+        return Ok(redirect(&with_error(&pending.return_to, code)));
     }
     let code = code.ok_or_else(|| failed("no code parameter"))?;
     let tokens = state
@@ -73,7 +71,37 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
             }
             other => failed(&other.to_string()),
         })?;
-    let id = tokens.id_token.ok_or_else(|| failed("no ID token"))?;
+    let mut tokens = tokens;
+    let id = tokens
+        .id_token
+        .take()
+        .ok_or_else(|| failed("no ID token"))?;
+    let (session, set_cookie) = start_session(
+        state,
+        tokens,
+        id,
+        headers,
+        pending.previous_session.clone().map(StoreKey),
+    )
+    .await?;
+    tracing::info!(sub = %session.record.sub, "login succeeded");
+    let mut resp = redirect(&pending.return_to);
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie);
+    Ok(resp)
+}
+
+/// Tokens of a successful login → a brand-new session and its exact `Set-Cookie` value. Shared by
+/// the callback and `POST /bff/handshake`, so both create the same session: claims filtered by
+/// `oidc.session_claims`, the provider's `sid`, a fresh anti-CSRF token, the absolute expiry, the
+/// subject and `sid` indexes. The session the browser had before (its cookie in `headers`, and
+/// `also_end`) is ended first, never upgraded (no fixation).
+pub(super) async fn start_session(
+    state: &AppState,
+    tokens: Tokens,
+    id: VerifiedIdToken,
+    headers: &HeaderMap,
+    also_end: Option<StoreKey>,
+) -> Result<(Session, HeaderValue), ApiError> {
     let now = now_unix();
     let user: Map<String, serde_json::Value> = id
         .claims
@@ -94,12 +122,11 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         created_at: now,
         absolute_expires_at: now + state.sessions.absolute_lifetime.as_secs(),
     };
-    // A session the browser had before logging in is ended, never upgraded (no fixation).
     let previous = cookie::single(headers, &state.config.session.cookie_name)
         .and_then(Ticket::parse)
         .map(|t| t.store_key(Namespace::Session))
         .into_iter()
-        .chain(pending.previous_session.clone().map(StoreKey));
+        .chain(also_end);
     for key in previous {
         state.sessions.destroy(&key).await.map_err(|e| {
             tracing::error!(error = %e, "could not end the previous session");
@@ -110,18 +137,71 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         tracing::error!(error = %e, "could not store the new session");
         ApiError::Unavailable
     })?;
-    tracing::info!(sub = %session.record.sub, "login succeeded");
-    let location = HeaderValue::from_str(&return_to::to_location(&pending.return_to))
-        .unwrap_or_else(|_| HeaderValue::from_static("/"));
-    let mut resp = StatusCode::FOUND.into_response();
-    resp.headers_mut().insert(header::LOCATION, location);
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        cookie::session(
-            &state.config.session.cookie_name,
-            &session.ticket.encode(),
-            state.sessions.absolute_lifetime.as_secs(),
-        ),
+    let set_cookie = cookie::session(
+        &state.config.session.cookie_name,
+        &session.ticket.encode(),
+        state.sessions.absolute_lifetime.as_secs(),
     );
-    Ok(resp)
+    Ok((session, set_cookie))
+}
+
+/// Error codes the app may see after a failed login, from a fixed list: nothing the provider
+/// wrote (`error_description`, an arbitrary `error`) is reflected to the browser.
+fn app_error_code(provider_error: &str) -> &'static str {
+    match provider_error {
+        "login_required" => "login_required",
+        "interaction_required" => "interaction_required",
+        "consent_required" => "consent_required",
+        "account_selection_required" => "account_selection_required",
+        "access_denied" => "access_denied",
+        _ => "login_failed",
+    }
+}
+
+/// `return_to` with `error=<code>` added to its query (before any fragment).
+fn with_error(return_to: &str, code: &str) -> String {
+    let (path_query, fragment) = match return_to.split_once('#') {
+        Some((pq, f)) => (pq, Some(f)),
+        None => (return_to, None),
+    };
+    let sep = if path_query.contains('?') { '&' } else { '?' };
+    let mut out = format!("{path_query}{sep}error={code}");
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+fn redirect(location: &str) -> Response {
+    let mut resp = StatusCode::FOUND.into_response();
+    let value = HeaderValue::from_str(&return_to::to_location(location))
+        .unwrap_or_else(|_| HeaderValue::from_static("/"));
+    resp.headers_mut().insert(header::LOCATION, value);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_from_a_fixed_list() {
+        assert_eq!(app_error_code("login_required"), "login_required");
+        assert_eq!(app_error_code("<script>"), "login_failed");
+        assert_eq!(app_error_code("server_error"), "login_failed");
+    }
+
+    #[test]
+    fn error_is_added_to_the_query() {
+        assert_eq!(with_error("/", "login_required"), "/?error=login_required");
+        assert_eq!(
+            with_error("/a?b=1", "access_denied"),
+            "/a?b=1&error=access_denied"
+        );
+        assert_eq!(
+            with_error("/a?b=1#top", "login_failed"),
+            "/a?b=1&error=login_failed#top"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod backchannel_logout;
 mod callback;
+mod handshake;
 mod login;
 mod login_state;
 mod logout;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login::start))
         .route("/callback", get(callback::finish))
+        .route("/handshake", post(handshake::handshake))
         .route("/session", get(session_info::show))
         .route("/logout", post(logout::logout))
         .route(

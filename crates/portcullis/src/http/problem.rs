@@ -20,6 +20,10 @@ pub enum ApiError {
     PayloadTooLarge,
     UnsupportedMediaType,
     LoginFailed,
+    /// Over a rate limit (see `crate::ratelimit`); `Retry-After` says when to try again.
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
     BadGateway,
     GatewayTimeout,
     Unavailable,
@@ -36,6 +40,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -56,6 +61,7 @@ impl ApiError {
                 ("unsupported-media-type", "Unsupported media type", None)
             }
             ApiError::LoginFailed => ("login-failed", "Login failed", None),
+            ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests", None),
             ApiError::BadGateway => ("bad-gateway", "Upstream unavailable", None),
             ApiError::GatewayTimeout => ("gateway-timeout", "Upstream timed out", None),
             ApiError::Unavailable => ("unavailable", "Service temporarily unavailable", None),
@@ -67,6 +73,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            // delta-seconds (RFC 9110 §10.2.3); never 0, which would invite a busy loop.
+            ApiError::TooManyRequests { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            _ => None,
+        };
         let (slug, title, detail) = self.slug_title_detail();
         let mut body = serde_json::json!({
             "type": format!("urn:portcullis:problem:{slug}"),
@@ -84,6 +95,9 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 9110 requires a challenge with 401; this one names no scheme a browser would act on.
             h.insert(

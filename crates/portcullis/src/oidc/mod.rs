@@ -18,7 +18,8 @@ use std::{
 
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, ResourceOwnerPassword,
+    ResourceOwnerUsername, Scope, TokenResponse,
     core::{CoreAuthPrompt, CoreResponseType, CoreTokenResponse},
 };
 use tokio::sync::Mutex;
@@ -61,6 +62,9 @@ pub struct OidcProvider {
 }
 
 const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// How old the ID token of a password grant may be: it was issued for this very request, so this
+/// only absorbs clock skew (the same bound as an ID token at the end of the code flow).
+const PASSWORD_GRANT_ID_TOKEN_MAX_AGE: u64 = 600;
 
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -210,6 +214,51 @@ impl OidcProvider {
             None => None,
         };
         Ok(tokens(&response, id_token))
+    }
+
+    /// The resource owner password grant (RFC 6749 4.3; deprecated by RFC 9700, used only by
+    /// `POST /bff/handshake` when `oidc.password_grant` is on) with the client's credentials, the
+    /// same client authentication as the code flow and the configured scopes.
+    ///
+    /// The provider must return an ID token (the session needs a verified `sub`). It is validated
+    /// like a refreshed one (no `nonce` was sent) and must also be fresh: issued for this request.
+    ///
+    /// `password` is taken by value and moved, not copied, into the request; `openidconnect`'s own
+    /// copies (the `ResourceOwnerPassword`, the form-encoded body) are not zeroized by that crate.
+    pub async fn password_grant(
+        &self,
+        username: &str,
+        password: zeroize::Zeroizing<String>,
+    ) -> Result<Tokens, OidcError> {
+        let d = self.ready()?;
+        let username = ResourceOwnerUsername::new(username.to_owned());
+        let mut password = password;
+        let password = ResourceOwnerPassword::new(std::mem::take(&mut *password));
+        let mut request = d.client.exchange_password(&username, &password);
+        for scope in &self.cfg.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(error::from_token_request)?;
+        drop(password);
+        let raw = response
+            .id_token()
+            .ok_or_else(|| OidcError::InvalidIdToken("token response has no id_token".into()))?
+            .to_string();
+        let id_token = self.verify_id_token(&raw, None, None).await?;
+        let iat = id_token
+            .claims
+            .get("iat")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| OidcError::InvalidIdToken("no numeric iat".into()))?;
+        if iat.saturating_add(PASSWORD_GRANT_ID_TOKEN_MAX_AGE) < now_unix() {
+            return Err(OidcError::InvalidIdToken(
+                "ID token of a password grant issued too long ago".into(),
+            ));
+        }
+        Ok(tokens(&response, Some(id_token)))
     }
 
     async fn verify_id_token(

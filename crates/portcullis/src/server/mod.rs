@@ -23,9 +23,45 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Loads everything, starts provider discovery in the background and serves until a signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen).await?;
+    let admin = match &config.admin {
+        Some(a) => Some(TcpListener::bind(a.listen).await?),
+        None => None,
+    };
     let state = AppState::new(config)?;
+    if state.config.oidc.password_grant {
+        tracing::warn!(
+            "oidc.password_grant is on: POST {}/handshake accepts passwords and uses the resource owner password grant, which RFC 9700 (OAuth 2.0 Security BCP) says must not be used; prefer the authorization code flow",
+            state.config.bff_prefix
+        );
+    }
     state.oidc.spawn_discovery();
-    run(listener, state, shutdown_signal()).await
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    if let Some(listener) = admin {
+        serve_admin(listener, state.clone(), admin_stopped);
+    }
+    let result = run(listener, state, shutdown_signal()).await;
+    let _ = stop_admin.send(true);
+    result
+}
+
+/// The operators' listener (see `crate::admin`), stopped together with the main one.
+pub fn serve_admin(
+    listener: TcpListener,
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        tracing::info!(addr = ?listener.local_addr().ok(), "admin listener");
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, crate::admin::router(state))
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
 }
 
 /// Serves `state` on an already bound listener until `shutdown` completes (tests bind port 0).

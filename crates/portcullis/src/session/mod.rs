@@ -115,6 +115,29 @@ impl SessionManager {
         Ok(self.store.index_members(&subject_index(iss, sub)).await?)
     }
 
+    /// How many of a subject's sessions are live.
+    pub async fn live_sessions_of_subject(
+        &self,
+        iss: &str,
+        sub: &str,
+    ) -> Result<usize, SessionError> {
+        let mut n = 0;
+        for key in self.store.index_members(&subject_index(iss, sub)).await? {
+            if self.store.get(&key).await?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Ends every session in the store (an emergency brake), on every instance sharing it.
+    pub async fn end_all(&self) -> Result<usize, SessionError> {
+        Ok(self
+            .store
+            .delete_all(ticket::Namespace::Session.prefix())
+            .await?)
+    }
+
     async fn end_index(&self, index: &IndexKey) -> Result<usize, SessionError> {
         let mut ended = 0;
         for key in self.store.index_members(index).await? {

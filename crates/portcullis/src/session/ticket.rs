@@ -24,6 +24,11 @@ pub enum Namespace {
 }
 
 impl Namespace {
+    /// The store-key prefix of this namespace (every key starts with it).
+    pub fn prefix(self) -> &'static str {
+        self.label().1
+    }
+
     fn label(self) -> (&'static [u8], &'static str) {
         match self {
             Namespace::Session => (b"portcullis/v1/store-key/session", "s:"),

@@ -17,6 +17,7 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     take_is_single_use_under_concurrency(Arc::clone(&store)).await;
     lock_is_exclusive_and_lease_bound(&*store).await;
     index_add_list_remove(&*store).await;
+    delete_all_by_prefix(&*store).await;
     store.ping().await.expect("ping");
 }
 
@@ -180,4 +181,30 @@ async fn index_add_list_remove(s: &dyn SessionStore) {
         s.index_members(&short).await.expect("members").is_empty(),
         "indexes expire"
     );
+}
+
+async fn delete_all_by_prefix(s: &dyn SessionStore) {
+    let prefix = format!("z{}:", crate::crypto::random::token::<4>().expect("rng"));
+    for i in 0..25 {
+        let k = StoreKey(format!("{prefix}{i}"));
+        s.set(&k, Bytes::from_static(b"v"), Duration::from_secs(60))
+            .await
+            .expect("set");
+    }
+    let other = key("survivor");
+    s.set(&other, Bytes::from_static(b"v"), Duration::from_secs(60))
+        .await
+        .expect("set");
+    assert_eq!(s.delete_all(&prefix).await.expect("delete_all"), 25);
+    assert!(
+        s.get(&StoreKey(format!("{prefix}3")))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        s.get(&other).await.expect("get").is_some(),
+        "other prefixes untouched"
+    );
+    assert_eq!(s.delete_all(&prefix).await.expect("delete_all"), 0);
 }

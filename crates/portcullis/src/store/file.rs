@@ -806,6 +806,33 @@ impl SessionStore for FileStore {
         .await
     }
 
+    async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError> {
+        let prefix = prefix.to_owned();
+        self.run(move |db| {
+            let now = now_ms();
+            let txn = db.begin_write()?;
+            let keys: Vec<(String, u64)> = {
+                let values = txn.open_table(VALUES)?;
+                let mut out = Vec::new();
+                for entry in values.range(prefix.as_str()..)? {
+                    let (k, v) = entry?;
+                    if !k.value().starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    out.push((k.value().to_owned(), v.value().0));
+                }
+                out
+            };
+            let live = keys.iter().filter(|(_, at)| *at > now).count();
+            for (k, _) in &keys {
+                remove_value(&txn, k)?;
+            }
+            txn.commit()?;
+            Ok(live)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|db| {
             db.begin_read()?.open_table(META)?;

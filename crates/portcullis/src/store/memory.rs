@@ -210,6 +210,19 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError> {
+        let now = Instant::now();
+        let mut n = 0;
+        self.inner.values.retain(|k, s| {
+            let hit = k.0.starts_with(prefix);
+            if hit && s.expires_at > now {
+                n += 1;
+            }
+            !hit
+        });
+        Ok(n)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

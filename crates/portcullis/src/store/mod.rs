@@ -83,6 +83,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// The members of an index (possibly including sessions that have since expired).
     async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError>;
     async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError>;
+    /// Deletes every record whose key starts with `prefix` (e.g. every session); returns how
+    /// many. Rare and operator-driven: it may scan the whole store.
+    async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError>;
     /// Readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -196,6 +196,31 @@ impl RedisStore {
             .map_err(|_| unavailable("pipeline timed out"))?
             .map_err(unavailable)
     }
+
+    /// Runs a Lua script on one key (so one Cluster slot) with the deadline. For other modules
+    /// that keep shared state next to the sessions (the rate limiter's GCRA).
+    pub(crate) async fn invoke_script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[u64],
+    ) -> Result<T, StoreError> {
+        let conn = self.conn().await?;
+        let mut inv = script.key(key);
+        for a in args {
+            inv.arg(*a);
+        }
+        let fut = async move {
+            match conn {
+                Conn::Single(mut c) => inv.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async::<T>(&mut c).await,
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| unavailable("script timed out"))?
+            .map_err(unavailable)
+    }
 }
 
 #[async_trait::async_trait]
@@ -319,6 +344,86 @@ impl SessionStore for RedisStore {
         self.query::<i64>(&cmd).await.map(|_| ())
     }
 
+    async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError> {
+        let pattern = format!(
+            "{}{{{}*",
+            glob_escape(&self.cfg.key_prefix),
+            glob_escape(prefix)
+        );
+        let conn = self.conn().await?;
+        let mut deleted = 0;
+        match conn {
+            Conn::Single(mut c) => {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                    if !keys.is_empty() {
+                        let n: usize = redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async(&mut c)
+                            .await
+                            .map_err(unavailable)?;
+                        deleted += n;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Conn::Cluster(mut c) => {
+                // SCAN is per node: walk every primary; keys of one batch may sit in different
+                // slots, so they are unlinked one by one (routed by slot).
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                for (host, port) in primaries(&nodes) {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000);
+                        let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port,
+                            },
+                        );
+                        let reply = c.route_command(scan, route).await.map_err(unavailable)?;
+                        let (next, keys): (u64, Vec<String>) =
+                            redis::from_redis_value(reply).map_err(unavailable)?;
+                        for k in keys {
+                            let n: usize = redis::cmd("UNLINK")
+                                .arg(&k)
+                                .query_async(&mut c)
+                                .await
+                                .map_err(unavailable)?;
+                            deleted += n;
+                        }
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let conn = self.conn().await?;
         let fut = async move {
@@ -348,6 +453,35 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
             .map(|_| ())
     }
+}
+
+/// Escapes Redis glob metacharacters, so a prefix is matched literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `host:port` of every primary that is not marked failed, from `CLUSTER NODES`.
+fn primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (_id, addr, flags) = (f.next()?, f.next()?, f.next()?);
+            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+                return None;
+            }
+            let hostport = addr.split('@').next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct Options {
     /// Register the first instance's back-channel logout endpoint at the provider (which then
     /// also puts `sid` in ID tokens).
     pub backchannel_logout: bool,
+    /// Allow `grant_type=password` for the client at the provider (Portcullis's own switch is
+    /// `password_grant = true` in `extra_oidc`).
+    pub idp_password_grant: bool,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             session_extra: String::new(),
             instances: 1,
             backchannel_logout: false,
+            idp_password_grant: false,
         }
     }
 }
@@ -82,6 +86,7 @@ impl Stack {
             idp_opts.backchannel_logout_uri =
                 Some(format!("{}/bff/backchannel-logout", ports[0].base));
         }
+        idp_opts.password_grant = opts.idp_password_grant;
         let idp = Idp::start(idp_opts)
             .await
             .expect("start the OpenID Provider");
@@ -111,6 +116,11 @@ impl Stack {
             instances,
             configs,
         }
+    }
+
+    /// The TOML instance `i` runs with (e.g. for the CLI against the same store).
+    pub fn config_of(&self, i: usize) -> &str {
+        &self.configs[i]
     }
 
     /// The first instance's state.

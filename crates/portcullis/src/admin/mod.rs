@@ -1,0 +1,100 @@
+//! The operators' listener: health, readiness and session revocation, on its own address and
+//! behind a bearer token, so none of it is reachable through the public listener.
+//!
+//! - `GET  /healthz`, `GET /readyz`
+//! - `GET  /sessions?subject=S` → `{"subject", "sessions": <live count>}`
+//! - `POST /sessions/revoke` with `{"subject": S}`, `{"sid": X}` or `{"all": true}` →
+//!   `{"revoked": n}`; immediate on every instance sharing the store.
+
+use axum::{
+    Json, Router,
+    extract::{Query, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::header;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::{AppState, health, http::problem::ApiError, session::SessionError};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/sessions", get(list))
+        .route("/sessions/revoke", post(revoke))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(admin) = &state.config.admin else {
+        return ApiError::NotFound.into_response();
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(admin.token.expose().as_bytes())) {
+        next.run(req).await
+    } else {
+        tracing::warn!(
+            path = req.uri().path(),
+            "admin request without a valid token"
+        );
+        ApiError::Unauthenticated.into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct SubjectQuery {
+    subject: String,
+}
+
+async fn list(State(state): State<AppState>, Query(q): Query<SubjectQuery>) -> Response {
+    let iss = &state.config.oidc.issuer;
+    match state
+        .sessions
+        .live_sessions_of_subject(iss, &q.subject)
+        .await
+    {
+        Ok(n) => Json(json!({"subject": q.subject, "sessions": n})).into_response(),
+        Err(e) => store_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    subject: Option<String>,
+    sid: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn revoke(State(state): State<AppState>, Json(r): Json<RevokeRequest>) -> Response {
+    let iss = &state.config.oidc.issuer;
+    let result = match (r.subject, r.sid, r.all) {
+        (Some(sub), None, false) => state.sessions.end_subject(iss, &sub).await,
+        (None, Some(sid), false) => state.sessions.end_provider_session(iss, &sid).await,
+        (None, None, true) => state.sessions.end_all().await,
+        _ => return ApiError::BadRequest("give exactly one of subject, sid, all").into_response(),
+    };
+    match result {
+        Ok(n) => {
+            tracing::info!(revoked = n, "sessions revoked by an operator");
+            Json(json!({"revoked": n})).into_response()
+        }
+        Err(e) => store_failure(e),
+    }
+}
+
+fn store_failure(e: SessionError) -> Response {
+    tracing::error!(error = %e, "admin: session store failure");
+    ApiError::Unavailable.into_response()
+}

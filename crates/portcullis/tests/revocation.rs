@@ -1,0 +1,223 @@
+//! Operators end sessions without the users' cookies: through the admin listener (its own
+//! address, bearer token) or the `portcullis sessions` CLI against the shared store.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Options, Stack};
+use http::Method;
+use portcullis::crypto::keyring::KeyRing;
+use testkit::{
+    browser::Browser,
+    redis::{RedisOptions, RedisServer},
+};
+
+async fn start_admin(stack: &Stack) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    portcullis::server::serve_admin(listener, stack.state().clone(), rx);
+    (base, tx)
+}
+
+fn admin_toml(token: &str) -> String {
+    let path = common::running::write_secret("admin-token", token);
+    format!("\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"{path}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_revokes_by_subject_and_all() {
+    // The token is fixed before the stack starts, since the config carries it.
+    let token = KeyRing::generate_encoded().expect("rng");
+    let stack = Stack::start_with(Options {
+        extra_toml: admin_toml(&token),
+        ..Options::default()
+    })
+    .await;
+    let (admin, _stop) = start_admin(&stack).await;
+    let alice = Browser::new();
+    stack.login(&alice).await;
+    let alice2 = Browser::new();
+    stack.login(&alice2).await;
+    let http = Browser::new();
+    let bearer = format!("Bearer {token}");
+
+    // No token, a wrong token: refused, and nothing happens.
+    // (The last: the right token without the `Bearer` scheme.)
+    for auth in [None, Some("Bearer wrong".to_owned()), Some(token.clone())] {
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let r = http
+            .request(
+                Method::POST,
+                &format!("{admin}/sessions/revoke"),
+                &[headers.as_slice(), &[("content-type", "application/json")]].concat(),
+                r#"{"all":true}"#,
+            )
+            .await
+            .expect("revoke");
+        assert_eq!(r.status.as_u16(), 401, "{auth:?}");
+    }
+    assert_eq!(
+        alice
+            .get(&stack.url("/bff/session"))
+            .await
+            .expect("s")
+            .status
+            .as_u16(),
+        200
+    );
+
+    let list = http
+        .get_with(
+            &format!("{admin}/sessions?subject=alice"),
+            &[("authorization", &bearer)],
+        )
+        .await
+        .expect("list");
+    assert_eq!(list.status.as_u16(), 200, "{}", list.text());
+    assert_eq!(list.json().expect("json")["sessions"], 2);
+    assert_eq!(
+        http.get_with(&format!("{admin}/readyz"), &[("authorization", &bearer)])
+            .await
+            .expect("ready")
+            .status
+            .as_u16(),
+        200
+    );
+
+    // The admin API is not on the public listener.
+    let public = alice
+        .get(&stack.url("/sessions?subject=alice"))
+        .await
+        .expect("public");
+    assert_eq!(public.status.as_u16(), 404);
+
+    let r = http
+        .request(
+            Method::POST,
+            &format!("{admin}/sessions/revoke"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            r#"{"subject":"alice"}"#,
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json().expect("json")["revoked"], 2);
+    assert_eq!(
+        alice
+            .get(&stack.url("/bff/session"))
+            .await
+            .expect("s")
+            .status
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        alice2
+            .get(&stack.url("/api/orders/1"))
+            .await
+            .expect("api")
+            .status
+            .as_u16(),
+        401
+    );
+
+    // Everyone.
+    let bob = Browser::new();
+    stack.login(&bob).await;
+    let r = http
+        .request(
+            Method::POST,
+            &format!("{admin}/sessions/revoke"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            r#"{"all":true}"#,
+        )
+        .await
+        .expect("revoke all");
+    assert_eq!(r.json().expect("json")["revoked"], 1);
+    assert_eq!(
+        bob.get(&stack.url("/bff/session"))
+            .await
+            .expect("s")
+            .status
+            .as_u16(),
+        401
+    );
+    // Ambiguous requests are refused.
+    let bad = http
+        .request(
+            Method::POST,
+            &format!("{admin}/sessions/revoke"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            r#"{"subject":"a","all":true}"#,
+        )
+        .await
+        .expect("bad");
+    assert_eq!(bad.status.as_u16(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_revokes_sessions_in_the_shared_store() {
+    let redis = RedisServer::start(RedisOptions::default())
+        .await
+        .expect("redis");
+    let stack = Stack::start_with(Options {
+        session_extra: format!("store = \"redis\"\nredis_url = \"{}\"", redis.url()),
+        instances: 2,
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::with_port_scope(testkit::cookies::PortScope::IgnorePort);
+    stack.login(&b).await;
+    let cfg = common::running::write_secret("cli.toml", stack.config_of(0));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["sessions"])
+            .args(args)
+            .args(["--config", &cfg])
+            .output()
+            .expect("run the CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    assert_eq!(run(&["list", "--subject", "alice"])["sessions"], 1);
+    assert_eq!(run(&["revoke", "--subject", "alice"])["revoked"], 1);
+    for i in 0..2 {
+        let r = b.get(&stack.url_on(i, "/bff/session")).await.expect("s");
+        assert_eq!(
+            r.status.as_u16(),
+            401,
+            "instance {i} sees the revocation at once"
+        );
+    }
+    stack.login(&b).await;
+    assert_eq!(run(&["revoke", "--all"])["revoked"], 1);
+    assert_eq!(
+        b.get(&stack.url_on(1, "/bff/session"))
+            .await
+            .expect("s")
+            .status
+            .as_u16(),
+        401
+    );
+}

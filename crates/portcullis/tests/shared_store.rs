@@ -263,6 +263,20 @@ async fn redis_outage_fails_closed_and_heals_without_restart() {
         .await
         .expect("s");
     assert_eq!(r.status.as_u16(), 401);
+    // Each Redis client (sessions, rate limits) reconnects on its first use after the outage:
+    // the service is back once a login goes through again.
+    let login_back = common::eventually(|| {
+        let url = stack.url("/bff/login");
+        async move {
+            browser()
+                .get(&url)
+                .await
+                .map(|r| r.status.as_u16() == 302)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(login_back, "logins work again without a restart");
     let b2 = browser();
     stack.login(&b2).await;
     assert_eq!(

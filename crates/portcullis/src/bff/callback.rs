@@ -4,7 +4,11 @@
 //!
 //! Every failure is one uniform "login failed" to the browser; the reason is logged.
 
+use std::net::SocketAddr;
+
 use axum::{
+    Extension,
+    extract::ConnectInfo,
     extract::State,
     response::{IntoResponse, Response},
 };
@@ -18,6 +22,7 @@ use crate::{
     crypto::random,
     http::problem::ApiError,
     oidc::{OidcError, Tokens, VerifiedIdToken, now_unix},
+    ratelimit::{Bucket, LimitKey},
     session::{
         Session, SessionRecord, cookie,
         ticket::{Namespace, Ticket},
@@ -25,7 +30,29 @@ use crate::{
     store::StoreKey,
 };
 
-pub async fn finish(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+pub async fn finish(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    // Brute-force and state-flooding guard: per client IP, before any store write or provider call.
+    let client = LimitKey::of_request(
+        peer.map(|p| p.0.0),
+        &headers,
+        &state.config.server.trusted_proxies,
+    );
+    if let Err(e) = state
+        .limiter
+        .check(
+            Bucket::LoginPerIp,
+            &client,
+            state.config.rate_limits.login_per_ip,
+        )
+        .await
+    {
+        return e.into_response();
+    }
     match run(&state, &uri, &headers).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

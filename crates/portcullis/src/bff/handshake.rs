@@ -19,6 +19,7 @@
 //! request body is wiped after parsing. Neither the password nor the username is logged: logs
 //! carry a short SHA-256 prefix of the username, enough to correlate attempts on one account.
 
+use crate::ratelimit::{Bucket, LimitKey};
 use axum::{
     Json,
     body::Body,
@@ -80,9 +81,27 @@ async fn run(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let credentials = read_credentials(&parts.headers, body).await?;
     let user = user_ref(&credentials.username);
 
-    // rate limit: per client IP and per username (see ratelimit)
-    // (Everything above is local and cheap; from here on the provider is contacted. Both keys
-    // are known here: the peer is `parts.extensions`' `ConnectInfo`, the username is parsed.)
+    // Everything above is local and cheap; from here on the provider is contacted. Guessing is
+    // limited per client IP (spraying many users from one place) and per username (one user
+    // guessed from many places); a refused attempt never reaches the provider.
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let client = LimitKey::of_request(peer, &parts.headers, &state.config.server.trusted_proxies);
+    let limits = &state.config.rate_limits;
+    state
+        .limiter
+        .check(Bucket::HandshakePerIp, &client, limits.handshake_per_ip)
+        .await?;
+    state
+        .limiter
+        .check(
+            Bucket::HandshakePerUsername,
+            &LimitKey::username(&credentials.username),
+            limits.handshake_per_username,
+        )
+        .await?;
 
     let Credentials { username, password } = credentials;
     let mut tokens = state

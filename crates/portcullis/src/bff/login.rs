@@ -1,6 +1,10 @@
 //! `GET /bff/login?returnTo=/path`: starts Authorization Code + PKCE (S256) with state and nonce.
 
+use std::net::SocketAddr;
+
 use axum::{
+    Extension,
+    extract::ConnectInfo,
     extract::State,
     response::{IntoResponse, Response},
 };
@@ -12,13 +16,36 @@ use crate::{
     crypto::random,
     http::problem::ApiError,
     oidc::{AuthRequest, OidcError, now_unix},
+    ratelimit::{Bucket, LimitKey},
     session::{
         cookie,
         ticket::{Namespace, Ticket},
     },
 };
 
-pub async fn start(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+pub async fn start(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    // Brute-force and state-flooding guard: per client IP, before any store write or provider call.
+    let client = LimitKey::of_request(
+        peer.map(|p| p.0.0),
+        &headers,
+        &state.config.server.trusted_proxies,
+    );
+    if let Err(e) = state
+        .limiter
+        .check(
+            Bucket::LoginPerIp,
+            &client,
+            state.config.rate_limits.login_per_ip,
+        )
+        .await
+    {
+        return e.into_response();
+    }
     match run(&state, &uri, &headers).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

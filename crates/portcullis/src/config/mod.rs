@@ -674,7 +674,7 @@ impl Validator {
                 "rate_limits.login_per_ip",
                 raw.login_per_ip,
                 Rate {
-                    count: 60,
+                    count: 300,
                     per: min,
                 },
             ),
@@ -682,7 +682,7 @@ impl Validator {
                 "rate_limits.handshake_per_ip",
                 raw.handshake_per_ip,
                 Rate {
-                    count: 20,
+                    count: 60,
                     per: min,
                 },
             ),

@@ -17,7 +17,7 @@
 //! Redis dump shows no user names. (An unkeyed hash is pseudonymisation, not secrecy: a dictionary
 //! of candidate names reverses it. It keeps names out of casual view, as the session indexes do.)
 //!
-//! Handlers call [`RateLimiter::check`] through `AppState::limiter`:
+//! Handlers call `<dyn RateLimiter>::check` through `AppState::limiter`:
 //!
 //! ```ignore
 //! let ip = LimitKey::client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
@@ -103,6 +103,19 @@ impl LimitKey {
 
     /// A submitted username, trimmed and lower-cased first, so `Alice`, `alice ` and `ALICE`
     /// share one budget.
+    /// The key of the request's client: the socket peer (or, behind trusted proxies, the address
+    /// they report). Without a known peer every such request shares one key: limits still hold.
+    pub fn of_request(
+        peer: Option<std::net::SocketAddr>,
+        headers: &HeaderMap,
+        trusted: &[IpNet],
+    ) -> Self {
+        match peer {
+            Some(p) => Self::client_ip(p.ip(), headers, trusted),
+            None => Self::ip(IpAddr::from([0, 0, 0, 0])),
+        }
+    }
+
     pub fn username(name: &str) -> Self {
         Self::digest("user", normalize_username(name).as_bytes())
     }

@@ -10,7 +10,7 @@
 //!
 //! Connection handling is the session store's ([`RedisStore`]): lazy, reconnecting, every call
 //! under the configured deadline, errors mapped to "unavailable" — which the caller answers with
-//! 503 (fail closed; see [`super::RateLimiter::check`]).
+//! 503 (fail closed; see `<dyn RateLimiter>::check` in the parent module).
 
 use std::{fmt, time::Duration};
 

@@ -25,6 +25,8 @@ pub struct Options {
     /// Extra keys for the `[oidc]` table.
     pub extra_oidc: String,
     pub max_request_body: &'static str,
+    /// Extra keys for the `[server]` table (trusted proxies, ...).
+    pub server_extra: String,
     /// Extra keys for the `[session]` table (store selection).
     pub session_extra: String,
     /// How many gateway instances share the provider, the upstream and the store config.
@@ -46,6 +48,7 @@ impl Default for Options {
             extra_oidc: String::new(),
             max_request_body: "64KiB",
             session_extra: String::new(),
+            server_extra: String::new(),
             instances: 1,
             backchannel_logout: false,
             idp_password_grant: false,
@@ -205,6 +208,7 @@ fn config_toml(
 listen = "127.0.0.1:{port}"
 public_origin = "{base}"
 max_request_body = "{max_body}"
+{server_extra}
 
 [session]
 keys_file = "{keys}"
@@ -238,6 +242,7 @@ connect_timeout = "1s"
 "#,
         max_body = opts.max_request_body,
         session_extra = opts.session_extra,
+        server_extra = opts.server_extra,
         issuer = idp.issuer(),
         client_id = idp.client_id(),
         skew = opts.refresh_skew,

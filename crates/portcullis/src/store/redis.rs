@@ -366,12 +366,13 @@ impl SessionStore for RedisStore {
                         .await
                         .map_err(unavailable)?;
                     if !keys.is_empty() {
-                        let n: usize = redis::cmd("UNLINK")
+                        let _: usize = redis::cmd("UNLINK")
                             .arg(&keys)
                             .query_async(&mut c)
                             .await
                             .map_err(unavailable)?;
-                        deleted += n;
+                        // Count records, not the refresh locks that live beside them.
+                        deleted += keys.iter().filter(|k| k.ends_with('}')).count();
                     }
                     if next == 0 {
                         break;
@@ -411,7 +412,9 @@ impl SessionStore for RedisStore {
                                 .query_async(&mut c)
                                 .await
                                 .map_err(unavailable)?;
-                            deleted += n;
+                            if k.ends_with('}') {
+                                deleted += n;
+                            }
                         }
                         if next == 0 {
                             break;

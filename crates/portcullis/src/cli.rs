@@ -147,6 +147,12 @@ fn sessions(action: SessionsAction) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cfg.session.store, crate::config::StoreConfig::Memory) {
+        eprintln!(
+            "error: the memory store lives inside the running instance; use its admin API (see docs/identity-lifecycle.md)"
+        );
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(async move {
         let state = crate::AppState::new(cfg)?;
         let iss = state.config.oidc.issuer.clone();

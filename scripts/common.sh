@@ -3,6 +3,7 @@
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IDP_DIR="$REPO_ROOT/crates/testkit/idp"
+BROWSER_E2E_DIR="$REPO_ROOT/crates/testkit/browser-e2e"
 
 say() { printf '\n==> %s\n' "$*"; }
 die() {
@@ -58,23 +59,50 @@ ensure_base_tools() {
     "$(redis-server --version | cut -d' ' -f1-3)"
 }
 
-# `npm ci` for the IdP fixture when node_modules is missing or package-lock.json changed since the
-# last install. Takes the same lock file as the Rust testkit (crates/testkit/src/idp.rs), so a
+# ensure_npm_ci DIR PACKAGE: `npm ci` in DIR when node_modules/PACKAGE is missing or DIR's
+# package-lock.json changed since the last install (a stamp in node_modules). Takes the lock file
+# DIR/.npm-ci.lock, as the Rust testkit does (crates/testkit/src/idp.rs, src/chromium.rs), so a
 # test run that installs at the same moment does not race with us.
-ensure_idp_node_modules() {
-  local stamp="$IDP_DIR/node_modules/.portcullis-package-lock.sha256"
+ensure_npm_ci() {
+  local dir=$1 package=$2
+  local stamp="$dir/node_modules/.portcullis-package-lock.sha256"
   local want
-  want=$(sha256sum "$IDP_DIR/package-lock.json" | cut -d' ' -f1)
-  if [ -f "$IDP_DIR/node_modules/oidc-provider/package.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    printf '    IdP fixture dependencies up to date\n'
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$dir/node_modules/$package/package.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    printf '    %s dependencies up to date\n' "${dir#"$REPO_ROOT"/}"
     return 0
   fi
-  say "npm ci in crates/testkit/idp"
+  say "npm ci in ${dir#"$REPO_ROOT"/}"
   (
-    cd "$IDP_DIR" || exit 1
+    cd "$dir" || exit 1
     exec 9>.npm-ci.lock
     flock 9
     npm ci --no-audit --no-fund
     printf '%s\n' "$want" >"$stamp"
   )
+}
+
+# `npm ci` for the IdP fixture (oidc-provider).
+ensure_idp_node_modules() {
+  ensure_npm_ci "$IDP_DIR" oidc-provider
+}
+
+# Headless Chromium for the browser tests (crates/testkit/src/chromium.rs): Debian's `chromium`
+# package, driven by playwright-core (which never downloads a browser here). $TESTKIT_CHROMIUM
+# points the tests at another binary; then nothing is installed.
+ensure_chromium() {
+  if [ -n "${TESTKIT_CHROMIUM:-}" ]; then
+    [ -x "$TESTKIT_CHROMIUM" ] || die "TESTKIT_CHROMIUM=$TESTKIT_CHROMIUM is not an executable"
+    printf '    %s (TESTKIT_CHROMIUM)\n' "$("$TESTKIT_CHROMIUM" --version 2>/dev/null)"
+    return 0
+  fi
+  ensure_apt_packages chromium:chromium
+  local version
+  version=$(chromium --version 2>/dev/null) || die "chromium is installed but \`chromium --version\` fails"
+  printf '    %s at %s\n' "$version" "$(command -v chromium)"
+}
+
+# `npm ci` for the browser driver (crates/testkit/browser-e2e: playwright-core, pinned).
+ensure_browser_e2e_node_modules() {
+  ensure_npm_ci "$BROWSER_E2E_DIR" playwright-core
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, and the whole workspace's tests (unit and integration, the
-# latter against the real OpenID Provider fixture and real upstream servers).
+# latter against the real OpenID Provider fixture and real upstream servers, and the browser tests
+# in real headless Chromium).
 # On a fresh Debian machine with Rust and Node.js it first installs what is missing.
 set -euo pipefail
 
@@ -13,6 +14,10 @@ ensure_base_tools
 
 say "IdP fixture dependencies"
 ensure_idp_node_modules
+
+say "Headless Chromium and its driver (browser tests)"
+ensure_chromium
+ensure_browser_e2e_node_modules
 
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -3,8 +3,9 @@
 //! The browser gets an opaque `__Host-` session cookie and an anti-CSRF token; OAuth tokens stay
 //! here, sealed in a session store. Requests flow through these layers, outermost first:
 //!
-//! request id → security headers → request hygiene → session → CSRF → router
-//! (`/bff/*` endpoints, `/healthz` `/readyz`, route table → authenticated reverse proxy).
+//! request id → security headers → CSP fallback → request hygiene → session → CSRF → router
+//! (`/bff/*` endpoints, `/healthz` `/readyz`, route table → authenticated reverse proxy, anything
+//! else → the PWA's static files, see [`pwa`]).
 //!
 //! [`app`] builds the whole stack from an [`AppState`], so tests drive exactly what `serve` runs.
 #![forbid(unsafe_code)]
@@ -19,10 +20,10 @@ pub mod health;
 pub mod http;
 pub mod oidc;
 pub mod proxy;
+pub mod pwa;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
-mod static_files;
 pub mod store;
 mod telemetry;
 
@@ -49,7 +50,11 @@ pub struct AppState {
     /// Brute-force protection for login, callback and handshake: in this process, or in Redis
     /// (shared by every instance) when the sessions are. `limiter.check(..)` is the one call.
     pub limiter: Arc<dyn ratelimit::RateLimiter>,
-    csrf_exempt: Arc<[String; 3]>,
+    /// The PWA's static files and Content-Security-Policy (see [`pwa`]).
+    pub pwa: Arc<pwa::Pwa>,
+    /// CSP / Trusted Types violations received at `/bff/csp-report`, per directive.
+    pub csp_report_counts: Arc<bff::csp_report::ReportCounts>,
+    csrf_exempt: Arc<[String; 4]>,
 }
 
 impl AppState {
@@ -79,6 +84,7 @@ impl AppState {
         )?);
         let proxy = Arc::new(proxy::Proxy::new(&config)?);
         let limiter = ratelimit::for_store(&config.session.store)?;
+        let pwa = Arc::new(pwa::Pwa::new(&config));
         let csrf_exempt = Arc::new([
             // The provider's browser redirect and its server-to-server call carry no CSRF token;
             // each has its own proof (state + binding cookie, signed logout token).
@@ -86,6 +92,9 @@ impl AppState {
             format!("{}/backchannel-logout", config.bff_prefix),
             // No session exists yet; it has its own proof: JSON only, same Origin (see handshake).
             format!("{}/handshake", config.bff_prefix),
+            // Browsers send violation reports without custom headers; the endpoint only counts
+            // and logs, and refuses a foreign Origin itself (see bff::csp_report).
+            format!("{}/csp-report", config.bff_prefix),
         ]);
         Ok(AppState {
             config: Arc::new(config),
@@ -94,6 +103,8 @@ impl AppState {
             refresher: Refresher::default(),
             proxy,
             limiter,
+            pwa,
+            csp_report_counts: Arc::default(),
             csrf_exempt,
         })
     }
@@ -101,11 +112,16 @@ impl AppState {
     pub fn csrf_exempt(&self, path: &str) -> bool {
         self.csrf_exempt.iter().any(|p| p == path)
     }
+
+    /// CSP violation reports received so far, `(directive, count)` by directive name (a bounded
+    /// set of labels; anything unrecognised counts as `other`).
+    pub fn csp_reports(&self) -> Vec<(String, u64)> {
+        self.csp_report_counts.snapshot()
+    }
 }
 
 /// The whole HTTP stack.
 pub fn app(state: AppState) -> Router {
-    let hsts = state.config.server.public_origin.scheme == "https";
     Router::new()
         .nest(&state.config.bff_prefix, bff::router())
         .fallback(proxy::dispatch)
@@ -121,8 +137,14 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
+        // Inside the security headers, outside everything else: every response, errors of the
+        // hygiene layer included, leaves with a Content-Security-Policy.
         .layer(middleware::from_fn_with_state(
-            SecurityHeaders::new(hsts),
+            state.pwa.clone(),
+            pwa::fallback_csp,
+        ))
+        .layer(middleware::from_fn_with_state(
+            SecurityHeaders::new(&state.config.headers),
             http::security_headers::apply,
         ))
         .layer(middleware::from_fn(telemetry::request_span))

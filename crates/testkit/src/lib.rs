@@ -7,6 +7,8 @@
 //! - [`browser`]: a cookie-keeping HTTP client that acts like a browser
 //!   (manual redirects, `__Host-`/`Secure`/`SameSite` rules, form login);
 //! - [`cookies`]: the cookie jar behind it;
+//! - [`chromium`]: real headless Chromium (Debian's `chromium` driven by
+//!   `playwright-core`): pages, console, page errors, requests, CSP violations;
 //! - [`redis`]: real `redis-server` processes (standalone with optional ACL
 //!   user and TLS, or a cluster) and a small RESP client;
 //! - [`free_port`].
@@ -14,6 +16,7 @@
 //! See `crates/testkit/README.md`.
 
 pub mod browser;
+pub mod chromium;
 pub mod cookies;
 pub mod html;
 pub mod idp;
@@ -21,6 +24,7 @@ pub mod redis;
 pub mod upstream;
 
 pub use browser::{Browser, LoginOutcome, Response};
+pub use chromium::{Chromium, ChromiumSession, PageReport};
 pub use idp::{Idp, IdpOptions, Stats};
 pub use redis::{RedisCluster, RedisOptions, RedisServer};
 pub use upstream::{RecordedRequest, RecordingUpstream};

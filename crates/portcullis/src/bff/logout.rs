@@ -1,7 +1,7 @@
 //! `POST /bff/logout` (the CSRF layer has already checked the token): revoke the refresh token at
 //! the provider when it offers revocation, delete the session, expire the cookie, and return the
 //! provider's end-session URL (built with `client_id`, never with a token unless dangerously
-//! configured).
+//! configured). `Clear-Site-Data` (`[headers] clear_site_data_on_logout`) goes with it.
 
 use axum::{
     Extension, Json,
@@ -11,7 +11,14 @@ use axum::{
 use http::header;
 use serde_json::json;
 
-use crate::{AppState, http::problem::ApiError, session::cookie, session::layer::CurrentSession};
+use crate::{
+    AppState,
+    http::{problem::ApiError, security_headers::clear_site_data},
+    session::cookie,
+    session::layer::CurrentSession,
+};
+
+const CLEAR_SITE_DATA: http::HeaderName = http::HeaderName::from_static("clear-site-data");
 
 pub async fn logout(
     State(state): State<AppState>,
@@ -39,5 +46,11 @@ pub async fn logout(
         header::SET_COOKIE,
         cookie::expire_session(&state.config.session.cookie_name),
     );
+    // Drops what the app kept in this browser (HTTP cache, storage, service workers) once the
+    // session is gone. Never `cookies` by default: it would clear every cookie of the whole
+    // registrable domain (sibling apps' sessions too), and ours is already expired above.
+    if let Some(v) = clear_site_data(&state.config.headers.clear_site_data_on_logout) {
+        resp.headers_mut().insert(CLEAR_SITE_DATA, v);
+    }
     resp
 }

@@ -1,7 +1,9 @@
-//! The `/bff` endpoints: login, callback, session, logout. Every response is `no-store`.
+//! The `/bff` endpoints: login, callback, session, logout, CSP reports. Every response is
+//! `no-store`.
 
 mod backchannel_logout;
 mod callback;
+pub mod csp_report;
 mod handshake;
 mod login;
 mod login_state;
@@ -26,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/handshake", post(handshake::handshake))
         .route("/session", get(session_info::show))
         .route("/logout", post(logout::logout))
+        .route("/csp-report", post(csp_report::receive))
         .route(
             "/backchannel-logout",
             post(backchannel_logout::backchannel_logout).layer(

@@ -3,6 +3,8 @@
 //! Secrets (client secret, session keys) come from environment variables or files named in the
 //! file, never inline, so the file itself can live in version control.
 
+mod headers;
+mod pwa;
 mod raw;
 pub mod secret;
 mod units;
@@ -13,6 +15,8 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::crypto::keyring::KeyRing;
+pub use headers::{HeadersConfig, Hsts};
+pub use pwa::{CspConfig, StaticConfig};
 pub use raw::RawConfig;
 pub use secret::Secret;
 
@@ -25,11 +29,15 @@ pub struct Config {
     pub bff_prefix: String,
     pub routes: Vec<RouteConfig>,
     pub log_format: LogFormat,
-    /// Directory of the PWA's static files, served for GET/HEAD of paths no route claims.
-    pub static_root: Option<PathBuf>,
+    /// `[static_files]`: the PWA's files, served for GET/HEAD of paths no route claims.
+    pub static_files: Option<StaticConfig>,
+    /// `[csp]`: the Content-Security-Policy of the PWA's HTML (fresh nonce per response).
+    pub csp: CspConfig,
     /// The operators' listener (health, readiness, session revocation), if configured.
     pub admin: Option<AdminConfig>,
     pub rate_limits: RateLimits,
+    /// `[headers]`: hardening headers on every response, `Clear-Site-Data` on logout.
+    pub headers: HeadersConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +62,8 @@ pub struct RateLimits {
     pub handshake_per_ip: Rate,
     /// `POST /bff/handshake` per submitted username (whatever the IP).
     pub handshake_per_username: Rate,
+    /// `POST /bff/csp-report` per client IP.
+    pub csp_report_per_ip: Rate,
 }
 
 #[derive(Debug, Clone)]
@@ -219,28 +229,24 @@ impl Config {
                 LogFormat::Json
             }
         };
-        let static_root = raw.static_files.map(|s| PathBuf::from(s.root));
-        if let Some(root) = &static_root
-            && !root.is_dir()
-        {
-            v.problem(
-                "static_files.root",
-                format!("{} is not a directory", root.display()),
-            );
-        }
+        let static_files = raw.static_files.and_then(|s| v.static_files(s));
+        let csp = v.csp(raw.csp);
         let admin = raw.admin.and_then(|a| v.admin(a));
         let rate_limits = v.rate_limits(raw.rate_limits);
+        let headers = v.headers(raw.headers, server.as_ref().map(|s| &s.public_origin));
         match (server, session, oidc, v.problems.is_empty()) {
             (Some(server), Some(session), Some(oidc), true) => Ok(Config {
                 admin,
                 rate_limits,
+                headers,
                 server,
                 session,
                 oidc,
                 bff_prefix,
                 routes,
                 log_format,
-                static_root,
+                static_files,
+                csp,
             }),
             _ => Err(Problems(v.problems)),
         }
@@ -690,6 +696,14 @@ impl Validator {
                 "rate_limits.handshake_per_username",
                 raw.handshake_per_username,
                 Rate { count: 5, per: min },
+            ),
+            csp_report_per_ip: self.rate(
+                "rate_limits.csp_report_per_ip",
+                raw.csp_report_per_ip,
+                Rate {
+                    count: 60,
+                    per: min,
+                },
             ),
         }
     }

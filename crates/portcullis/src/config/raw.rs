@@ -20,9 +20,28 @@ pub struct RawConfig {
     #[serde(default)]
     pub logging: RawLogging,
     pub static_files: Option<RawStatic>,
+    #[serde(default)]
+    pub csp: RawCsp,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub headers: RawHeaders,
+}
+
+/// `[headers]`: the hardening headers sent on every response (see `http::security_headers`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    pub hsts: Option<String>,
+    pub hsts_max_age: Option<String>,
+    pub hsts_include_subdomains: Option<bool>,
+    pub hsts_preload: Option<bool>,
+    pub referrer_policy: Option<String>,
+    pub permissions_policy: Option<String>,
+    pub cross_origin_opener_policy: Option<String>,
+    pub cross_origin_resource_policy: Option<String>,
+    pub clear_site_data_on_logout: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,12 +58,52 @@ pub struct RawRateLimits {
     pub login_per_ip: Option<String>,
     pub handshake_per_ip: Option<String>,
     pub handshake_per_username: Option<String>,
+    pub csp_report_per_ip: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStatic {
     pub root: String,
+    pub spa_fallback: Option<bool>,
+    pub service_worker: Option<String>,
+    pub immutable_pattern: Option<String>,
+    pub precompressed: Option<bool>,
+}
+
+/// `[csp]`: the Content-Security-Policy of the PWA's HTML (see `crate::pwa`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsp {
+    pub enabled: Option<bool>,
+    pub report_only: Option<bool>,
+    pub style_nonce: Option<bool>,
+    pub require_trusted_types: Option<bool>,
+    pub trusted_types: Option<Vec<String>>,
+    pub report: Option<bool>,
+    pub report_to: Option<bool>,
+    #[serde(default)]
+    pub default_src: Vec<String>,
+    #[serde(default)]
+    pub script_src: Vec<String>,
+    #[serde(default)]
+    pub style_src: Vec<String>,
+    #[serde(default)]
+    pub img_src: Vec<String>,
+    #[serde(default)]
+    pub connect_src: Vec<String>,
+    #[serde(default)]
+    pub font_src: Vec<String>,
+    #[serde(default)]
+    pub media_src: Vec<String>,
+    #[serde(default)]
+    pub worker_src: Vec<String>,
+    #[serde(default)]
+    pub manifest_src: Vec<String>,
+    #[serde(default)]
+    pub frame_src: Vec<String>,
+    #[serde(default)]
+    pub form_action: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,7 +61,8 @@ impl Proxy {
     }
 }
 
-/// Everything that is not `/bff/*` or a health endpoint: a configured route, or 404.
+/// Everything that is not `/bff/*` or a health endpoint: a configured route, else the PWA's
+/// static files (see [`crate::pwa`]), else 404.
 pub async fn dispatch(
     State(state): State<AppState>,
     Extension(current): Extension<CurrentSession>,
@@ -80,7 +81,7 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let proxy = &state.proxy;
     let Some(route) = proxy.route_for(req.uri().path()) else {
-        return crate::static_files::serve(state, req).await;
+        return Ok(state.pwa.serve(req).await);
     };
     let session = current.0.ok_or(ApiError::Unauthenticated)?;
     let declared = req

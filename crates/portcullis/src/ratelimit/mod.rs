@@ -1,5 +1,6 @@
 //! Brute-force and abuse protection: per-client-IP and per-username rate limits on the login,
-//! callback and handshake endpoints, answered with 429 and `Retry-After`.
+//! callback and handshake endpoints (and per IP on the CSP report sink), answered with 429 and
+//! `Retry-After`.
 //!
 //! Every limit is a token bucket in GCRA form ([`Rate`] `{ count, per }`): a burst of up to
 //! `count` events, refilled at `count` per `per`. A refused event takes no token, so a client that
@@ -52,6 +53,8 @@ pub enum Bucket {
     HandshakePerIp,
     /// `POST /bff/handshake`, per submitted username (whatever the IP).
     HandshakePerUsername,
+    /// `POST /bff/csp-report`, per client IP.
+    CspReportPerIp,
 }
 
 impl Bucket {
@@ -61,6 +64,7 @@ impl Bucket {
             Bucket::LoginPerIp => "login-ip",
             Bucket::HandshakePerIp => "handshake-ip",
             Bucket::HandshakePerUsername => "handshake-user",
+            Bucket::CspReportPerIp => "csp-report-ip",
         }
     }
 
@@ -70,6 +74,7 @@ impl Bucket {
             Bucket::LoginPerIp => limits.login_per_ip,
             Bucket::HandshakePerIp => limits.handshake_per_ip,
             Bucket::HandshakePerUsername => limits.handshake_per_username,
+            Bucket::CspReportPerIp => limits.csp_report_per_ip,
         }
     }
 }

@@ -10,13 +10,17 @@ use axum::{
 };
 
 use super::{Session, cookie, ticket::Ticket};
-use crate::{AppState, http::problem::ApiError};
+use crate::{AppState, config::path_within, http::problem::ApiError};
 
 /// The session of this request, if the cookie named a live one.
 #[derive(Debug, Clone, Default)]
 pub struct CurrentSession(pub Option<Arc<Session>>);
 
 pub async fn load_session(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !needs_session(&state, &req) {
+        req.extensions_mut().insert(CurrentSession(None));
+        return next.run(req).await;
+    }
     let name = &state.config.session.cookie_name;
     let ticket = cookie::single(req.headers(), name).and_then(Ticket::parse);
     let current = match ticket {
@@ -31,4 +35,21 @@ pub async fn load_session(State(state): State<AppState>, mut req: Request, next:
     };
     req.extensions_mut().insert(current);
     next.run(req).await
+}
+
+/// Only `/bff/*`, `/api/*`, the route table and state-changing requests (which the CSRF layer checks
+/// against the session, whatever the path) need the session. A safe request for anything else —
+/// the PWA's files, the SPA fallback — is answered without touching the store: no lookup per
+/// asset, no store outage turning the app shell into a 503, no idle timeout slid by a page
+/// fetching its images.
+fn needs_session(state: &AppState, req: &Request) -> bool {
+    let path = req.uri().path();
+    !crate::csrf::is_safe(req.method())
+        || path_within(path, &state.config.bff_prefix)
+        || path_within(path, "/api")
+        || state
+            .config
+            .routes
+            .iter()
+            .any(|r| path_within(path, &r.prefix))
 }

@@ -16,7 +16,6 @@ use crate::{
     crypto::random,
     http::problem::ApiError,
     oidc::{AuthRequest, OidcError, now_unix},
-    ratelimit::{Bucket, LimitKey},
     session::{
         cookie,
         ticket::{Namespace, Ticket},
@@ -29,21 +28,7 @@ pub async fn start(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    // Brute-force and state-flooding guard: per client IP, before any store write or provider call.
-    let client = LimitKey::of_request(
-        peer.map(|p| p.0.0),
-        &headers,
-        &state.config.server.trusted_proxies,
-    );
-    if let Err(e) = state
-        .limiter
-        .check(
-            Bucket::LoginPerIp,
-            &client,
-            state.config.rate_limits.login_per_ip,
-        )
-        .await
-    {
+    if let Err(e) = super::limit_login(&state, peer, &headers).await {
         return e.into_response();
     }
     match run(&state, &uri, &headers).await {

@@ -56,3 +56,26 @@ fn single_param(query: Option<&str>, name: &str) -> Result<Option<String>, ()> {
     }
     Ok(found)
 }
+
+/// Brute-force and state-flooding guard for login and callback: per client IP, before any store
+/// write or provider call.
+async fn limit_login(
+    state: &AppState,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: &http::HeaderMap,
+) -> Result<(), ApiError> {
+    use crate::ratelimit::{Bucket, LimitKey};
+    let client = LimitKey::of_request(
+        peer.map(|p| p.0.0),
+        headers,
+        &state.config.server.trusted_proxies,
+    );
+    state
+        .limiter
+        .check(
+            Bucket::LoginPerIp,
+            &client,
+            state.config.rate_limits.login_per_ip,
+        )
+        .await
+}

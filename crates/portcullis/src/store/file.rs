@@ -48,11 +48,10 @@ use std::{
     ops::Bound,
     path::{Path, PathBuf},
     sync::{Arc, Weak},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use redb::{
     Database, DatabaseError, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase,
     ReadableMultimapTable, ReadableTable, ReadableTableMetadata, StorageError, TableDefinition,
@@ -129,7 +128,7 @@ pub enum FileStoreError {
 struct Inner {
     db: Database,
     path: PathBuf,
-    locks: DashMap<StoreKey, (u128, Instant)>,
+    locks: super::lease::LeaseLocks,
 }
 
 /// The persistent embedded store (see the module docs). Cheap to clone; clones share the file.
@@ -161,7 +160,7 @@ impl FileStore {
         let inner = Arc::new(Inner {
             db,
             path: path_buf,
-            locks: DashMap::new(),
+            locks: Default::default(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&inner)));
@@ -177,8 +176,7 @@ impl FileStore {
     /// Removes expired records now, in batches (the purge task does this periodically). Returns
     /// how many records and indexes it removed.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
-        let now = Instant::now();
-        self.inner.locks.retain(|_, (_, until)| *until > now);
+        self.inner.locks.purge();
         self.run(purge_all).await
     }
 
@@ -708,21 +706,11 @@ impl SessionStore for FileStore {
         key: &StoreKey,
         lease: Duration,
     ) -> Result<Option<LockToken>, StoreError> {
-        let now = Instant::now();
-        let token = u128::from_ne_bytes(
-            crate::crypto::random::bytes::<16>()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-        );
-        let mut entry = self.inner.locks.entry(key.clone()).or_insert((0, now));
-        if entry.0 != 0 && entry.1 > now {
-            return Ok(None);
-        }
-        *entry = (token, now + lease);
-        Ok(Some(LockToken(token)))
+        self.inner.locks.try_lock(key, lease)
     }
 
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
-        self.inner.locks.remove_if(key, |_, (t, _)| *t == token.0);
+        self.inner.locks.unlock(key, token);
         Ok(())
     }
 

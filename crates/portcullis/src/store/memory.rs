@@ -23,7 +23,7 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Inner {
     values: DashMap<StoreKey, Slot>,
-    locks: DashMap<StoreKey, (u128, Instant)>,
+    locks: super::lease::LeaseLocks,
     indexes: DashMap<IndexKey, IndexSet>,
 }
 
@@ -75,7 +75,7 @@ impl Default for MemoryStore {
 fn purge(inner: &Inner) {
     let now = Instant::now();
     inner.values.retain(|_, s| s.expires_at > now);
-    inner.locks.retain(|_, (_, until)| *until > now);
+    inner.locks.purge();
     inner.indexes.retain(|_, set| {
         set.members
             .retain(|m| inner.values.get(m).is_some_and(|s| s.expires_at > now));
@@ -148,21 +148,11 @@ impl SessionStore for MemoryStore {
         key: &StoreKey,
         lease: Duration,
     ) -> Result<Option<LockToken>, StoreError> {
-        let now = Instant::now();
-        let token = u128::from_ne_bytes(
-            crate::crypto::random::bytes::<16>()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-        );
-        let mut entry = self.inner.locks.entry(key.clone()).or_insert((0, now));
-        if entry.0 != 0 && entry.1 > now {
-            return Ok(None);
-        }
-        *entry = (token, now + lease);
-        Ok(Some(LockToken(token)))
+        self.inner.locks.try_lock(key, lease)
     }
 
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
-        self.inner.locks.remove_if(key, |_, (t, _)| *t == token.0);
+        self.inner.locks.unlock(key, token);
         Ok(())
     }
 

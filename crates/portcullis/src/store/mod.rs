@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod conformance;
 mod file;
+mod lease;
 mod memory;
 mod redis;
 

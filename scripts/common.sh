@@ -4,6 +4,7 @@
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IDP_DIR="$REPO_ROOT/crates/testkit/idp"
 BROWSER_E2E_DIR="$REPO_ROOT/crates/testkit/browser-e2e"
+WEB_CLIENT_DIR="$REPO_ROOT/clients/web"
 
 say() { printf '\n==> %s\n' "$*"; }
 die() {
@@ -105,4 +106,9 @@ ensure_chromium() {
 # `npm ci` for the browser driver (crates/testkit/browser-e2e: playwright-core, pinned).
 ensure_browser_e2e_node_modules() {
   ensure_npm_ci "$BROWSER_E2E_DIR" playwright-core
+}
+
+# `npm ci` for the browser SDK (clients/web, @portcullis/client: typescript, vitest, fake-indexeddb, pinned).
+ensure_web_client_node_modules() {
+  ensure_npm_ci "$WEB_CLIENT_DIR" vitest
 }

@@ -2,7 +2,9 @@
 # Runs the Portcullis demo on this machine, all on loopback:
 #   http://127.0.0.1:9000  the OpenID Provider test fixture (crates/testkit/idp, oidc-provider)
 #   http://127.0.0.1:7001  a sample API (demo/api.mjs)
-#   http://localhost:8080  Portcullis (demo/portcullis.toml) serving demo/www
+#   http://localhost:8080  Portcullis (demo/portcullis.toml) serving the demo PWA, examples/pwa
+#                          (built first by scripts/build-pwa.sh: the @portcullis/client SDK in
+#                          clients/web is installed, built and copied to examples/pwa/vendor/)
 # Logs go to demo/run/*.log. Ctrl-C stops everything.
 #
 # PORTCULLIS_DEMO_PROFILE=debug builds and runs a debug binary instead of the release one.
@@ -30,6 +32,9 @@ ensure_apt_packages curl:curl
 
 say "IdP fixture dependencies"
 ensure_idp_node_modules
+
+say "Building the demo PWA (clients/web → examples/pwa/vendor/portcullis-client)"
+"$REPO_ROOT/scripts/build-pwa.sh"
 
 case "$PROFILE" in
   release)

@@ -19,6 +19,10 @@ say "Headless Chromium and its driver (browser tests)"
 ensure_chromium
 ensure_browser_e2e_node_modules
 
+say "Browser SDK (clients/web): typecheck, build, unit tests"
+ensure_web_client_node_modules
+(cd "$WEB_CLIENT_DIR" && npm run --silent typecheck && npm run --silent build && npm test --silent)
+
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 

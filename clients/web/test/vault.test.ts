@@ -1,0 +1,236 @@
+import { IDBFactory } from "fake-indexeddb";
+import { beforeEach, describe, expect, it } from "vitest";
+import { createVault, KEY_ID, KEYS_STORE, RECORDS_STORE, VaultError, type DataClass, type Vault } from "../src/index.js";
+import { MemoryStorage } from "./helpers.js";
+
+const JWT =
+  "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImlhdCI6MTUxNjIzOTAyMn0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
+
+let factory: IDBFactory;
+let storage: MemoryStorage;
+let vault: Vault;
+
+beforeEach(() => {
+  factory = new IDBFactory();
+  storage = new MemoryStorage();
+  vault = createVault({ indexedDB: factory, localStorage: storage });
+  return () => vault.close();
+});
+
+function rawDb(name = "portcullis-vault"): Promise<IDBDatabase> {
+  return new Promise((resolve, reject) => {
+    const request = factory.open(name);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+function req<T>(request: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function rawGet(store: string, key: string): Promise<any> {
+  const db = await rawDb();
+  try {
+    return await req(db.transaction(store, "readonly").objectStore(store).get(key));
+  } finally {
+    db.close();
+  }
+}
+
+async function rawPut(store: string, key: string, value: unknown): Promise<void> {
+  const db = await rawDb();
+  await req(db.transaction(store, "readwrite").objectStore(store).put(value, key));
+  db.close();
+}
+
+const hex = (b: ArrayBuffer | Uint8Array) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, "0")).join("");
+const sameBytes = (a: ArrayBuffer | Uint8Array, b: ArrayBuffer | Uint8Array) => hex(a) === hex(b);
+const asText = (b: ArrayBuffer | Uint8Array) => String.fromCharCode(...new Uint8Array(b)) + new TextDecoder().decode(b);
+
+const note = { title: "Dr. appointment", body: "Tuesday 10:00, bring the X-ray", tags: ["health"] };
+
+describe("classification matrix", () => {
+  it("refuses the secret class outright", async () => {
+    await expect(vault.put("pw", "hunter2", "secret")).rejects.toBeInstanceOf(VaultError);
+    expect(await vault.get("pw")).toBeUndefined();
+  });
+
+  it("refuses an unknown class", async () => {
+    await expect(vault.put("k", 1, "top-secret" as DataClass)).rejects.toThrow(/unknown data class/);
+  });
+
+  it("keeps session-bound data in memory only", async () => {
+    await vault.put("draft", { a: 1 }, "session-bound");
+    expect(await vault.get("draft")).toEqual({ a: 1 });
+    expect(await vault.classOf("draft")).toBe("session-bound");
+    expect(storage.length).toBe(0);
+    expect(await rawGet(RECORDS_STORE, "draft")).toBeUndefined();
+    // A new vault (a reload) does not see it.
+    const reloaded = createVault({ indexedDB: factory, localStorage: storage });
+    expect(await reloaded.get("draft")).toBeUndefined();
+    reloaded.close();
+  });
+
+  it("stores internal data plain in IndexedDB", async () => {
+    await vault.put("catalogue", [{ sku: "A1" }], "internal");
+    expect(await rawGet(RECORDS_STORE, "catalogue")).toEqual({ cls: "internal", value: [{ sku: "A1" }] });
+    expect(storage.length).toBe(0);
+    const reloaded = createVault({ indexedDB: factory, localStorage: storage });
+    expect(await reloaded.get("catalogue")).toEqual([{ sku: "A1" }]);
+    reloaded.close();
+  });
+
+  it("stores public data as JSON in localStorage", async () => {
+    await vault.put("theme", { mode: "dark" }, "public");
+    expect(storage.getItem("portcullis-vault:theme")).toBe('{"mode":"dark"}');
+    expect(await vault.get("theme")).toEqual({ mode: "dark" });
+    expect(await vault.classOf("theme")).toBe("public");
+    expect(await rawGet(RECORDS_STORE, "theme")).toBeUndefined();
+  });
+
+  it("stores confidential data encrypted and decrypts it back, after a reload too", async () => {
+    await vault.put("note:1", note, "confidential");
+    expect(await vault.get("note:1")).toEqual(note);
+    const reloaded = createVault({ indexedDB: factory, localStorage: storage });
+    expect(await reloaded.get("note:1")).toEqual(note);
+    expect(await reloaded.classOf("note:1")).toBe("confidential");
+    reloaded.close();
+    expect(storage.length).toBe(0);
+  });
+
+  it("moves a key between classes: a key lives in exactly one place", async () => {
+    await vault.put("k", "v1", "public");
+    await vault.put("k", "v2", "confidential");
+    expect(storage.getItem("portcullis-vault:k")).toBeNull();
+    expect(await vault.get("k")).toBe("v2");
+    await vault.put("k", "v3", "session-bound");
+    expect(await rawGet(RECORDS_STORE, "k")).toBeUndefined();
+    expect(await vault.get("k")).toBe("v3");
+    await vault.delete("k");
+    expect(await vault.get("k")).toBeUndefined();
+    expect(await vault.classOf("k")).toBeUndefined();
+  });
+
+  it("refuses values that are not JSON-serialisable", async () => {
+    await expect(vault.put("f", () => 1, "internal")).rejects.toBeInstanceOf(VaultError);
+    await expect(vault.put("u", undefined, "public")).rejects.toBeInstanceOf(VaultError);
+  });
+});
+
+describe("token refusal in every class", () => {
+  const classes: DataClass[] = ["session-bound", "confidential", "internal", "public"];
+  const tokenLike: [string, unknown][] = [
+    ["a bare JWT", JWT],
+    ["a JWT inside a string", `token=${JWT}; path=/`],
+    ["a JWT without signature", JWT.slice(0, JWT.lastIndexOf(".") + 1)],
+    ["a JWT deep in an object", { user: { profile: { meta: [1, { raw: JWT }] } } }],
+    ["a JWT as an object key", { [JWT]: true }],
+    ["a bearer header", "Bearer abc.def"],
+    ["a lower-case bearer header in an array", [{ headers: { authorization: "bearer 123" } }]],
+    ["a JWT behind toJSON", { toJSON: () => ({ t: JWT }) }],
+  ];
+  for (const cls of classes) {
+    it.each(tokenLike)(`${cls}: refuses %s`, async (_name, value) => {
+      await expect(vault.put("t", value, cls)).rejects.toThrow(/looks like a token/);
+      expect(await vault.get("t")).toBeUndefined();
+    });
+  }
+
+  it("accepts ordinary strings that merely mention the words", async () => {
+    await vault.put("ok", { text: "The Bearer of good news; eyJ is a prefix", n: "a.b.c" }, "internal");
+    expect(await vault.get("ok")).toBeTruthy();
+  });
+});
+
+describe("confidential records at rest", () => {
+  it("are ciphertext with a fresh 96-bit IV per record", async () => {
+    await vault.put("note:1", note, "confidential");
+    await vault.put("note:2", note, "confidential");
+    const r1 = await rawGet(RECORDS_STORE, "note:1");
+    const r2 = await rawGet(RECORDS_STORE, "note:2");
+    expect(r1.cls).toBe("confidential");
+    expect(r1.alg).toBe("AES-GCM");
+    expect(r1.iv).toBeInstanceOf(Uint8Array);
+    expect(r1.iv.byteLength).toBe(12);
+    expect(sameBytes(r1.iv, r2.iv)).toBe(false);
+    const bytes = new Uint8Array(r1.ciphertext as ArrayBuffer);
+    expect(bytes.byteLength).toBe(new TextEncoder().encode(JSON.stringify(note)).byteLength + 16);
+    const raw = JSON.stringify(r1) + asText(bytes);
+    for (const plain of ["appointment", "X-ray", "health", "Tuesday"]) expect(raw).not.toContain(plain);
+    expect(sameBytes(r2.ciphertext, bytes)).toBe(false);
+    // Rewriting the same key draws a new IV too.
+    await vault.put("note:1", note, "confidential");
+    expect(sameBytes((await rawGet(RECORDS_STORE, "note:1")).iv, r1.iv)).toBe(false);
+  });
+
+  it("are bound to their key name (AAD): a record copied under another name does not decrypt", async () => {
+    await vault.put("note:alice", note, "confidential");
+    await rawPut(RECORDS_STORE, "note:mallory", await rawGet(RECORDS_STORE, "note:alice"));
+    await expect(vault.get("note:mallory")).rejects.toThrow(VaultError);
+    expect(await vault.get("note:alice")).toEqual(note);
+  });
+
+  it("detect tampering", async () => {
+    await vault.put("n", note, "confidential");
+    const record = await rawGet(RECORDS_STORE, "n");
+    const flipped = new Uint8Array(record.ciphertext.slice(0));
+    flipped[0] = (flipped[0] ?? 0) ^ 1;
+    await rawPut(RECORDS_STORE, "n", { ...record, ciphertext: flipped.buffer });
+    await expect(vault.get("n")).rejects.toThrow(/does not decrypt/);
+  });
+
+  it("use one non-extractable AES-GCM key kept in IndexedDB", async () => {
+    await vault.put("a", 1, "confidential");
+    await vault.put("b", 2, "confidential");
+    const key = (await rawGet(KEYS_STORE, KEY_ID)) as CryptoKey;
+    expect(key).toBeInstanceOf(CryptoKey);
+    expect(key.extractable).toBe(false);
+    expect(key.algorithm).toMatchObject({ name: "AES-GCM", length: 256 });
+    expect([...key.usages].sort()).toEqual(["decrypt", "encrypt"]);
+    await expect(crypto.subtle.exportKey("raw", key)).rejects.toThrow();
+    await expect(crypto.subtle.exportKey("jwk", key)).rejects.toThrow();
+    const db = await rawDb();
+    expect(await req(db.transaction(KEYS_STORE).objectStore(KEYS_STORE).count())).toBe(1);
+    db.close();
+  });
+
+  it("a key of another vault database opens nothing", async () => {
+    await vault.put("n", note, "confidential");
+    const other = createVault({ dbName: "other", indexedDB: factory, localStorage: storage });
+    await other.put("x", 1, "confidential");
+    const record = await rawGet(RECORDS_STORE, "n");
+    const otherDb = await rawDb("other");
+    await req(otherDb.transaction(RECORDS_STORE, "readwrite").objectStore(RECORDS_STORE).put(record, "n"));
+    otherDb.close();
+    await expect(other.get("n")).rejects.toThrow(VaultError);
+    other.close();
+  });
+});
+
+describe("clear()", () => {
+  it("wipes session-bound, confidential and internal data and the key, keeps public", async () => {
+    await vault.put("s", 1, "session-bound");
+    await vault.put("c", 2, "confidential");
+    await vault.put("i", 3, "internal");
+    await vault.put("p", 4, "public");
+    storage.setItem("unrelated", "kept");
+    await vault.clear();
+    expect(await vault.get("s")).toBeUndefined();
+    expect(await vault.get("c")).toBeUndefined();
+    expect(await vault.get("i")).toBeUndefined();
+    expect(await vault.get("p")).toBe(4);
+    expect(storage.getItem("unrelated")).toBe("kept");
+    expect(await rawGet(KEYS_STORE, KEY_ID)).toBeUndefined();
+    const db = await rawDb();
+    expect(await req(db.transaction(RECORDS_STORE).objectStore(RECORDS_STORE).count())).toBe(0);
+    db.close();
+    // The vault keeps working, under a new key.
+    await vault.put("c", 5, "confidential");
+    expect(await vault.get("c")).toBe(5);
+    expect(await rawGet(KEYS_STORE, KEY_ID)).toBeInstanceOf(CryptoKey);
+  });
+});

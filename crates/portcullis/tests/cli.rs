@@ -117,3 +117,17 @@ timeout = "10s"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://app.example.com/bff/callback"));
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let key = portcullis::crypto::keyring::KeyRing::generate_encoded().expect("rng");
+    let out = bin()
+        .current_dir(&root)
+        .args(["check-config", "--config", "examples/portcullis.toml"])
+        .env("PORTCULLIS_SESSION_KEYS", key)
+        .env("PORTCULLIS_CLIENT_SECRET", "example-secret")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -129,5 +129,9 @@ fn the_shipped_example_config_is_valid() {
         .env("PORTCULLIS_CLIENT_SECRET", "example-secret")
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -13,7 +13,12 @@ use axum::{
 use http::Method;
 use subtle::ConstantTimeEq;
 
-use crate::{AppState, http::problem::ApiError, session::layer::CurrentSession};
+use crate::{
+    AppState,
+    audit::{AuditContext, AuditEvent},
+    http::problem::ApiError,
+    session::layer::CurrentSession,
+};
 
 pub const HEADER: &str = "x-csrf-token";
 
@@ -27,36 +32,54 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
     match check(&state, &req) {
         Ok(()) => next.run(req).await,
-        Err(e) => {
-            tracing::info!(method = %req.method(), path = req.uri().path(), status = e.status().as_u16(), "state-changing request refused by the CSRF layer");
+        Err((e, reason)) => {
+            tracing::info!(method = %req.method(), path = req.uri().path(), status = e.status().as_u16(), reason, "state-changing request refused by the CSRF layer");
+            state.metrics.csrf_rejection(reason);
+            if state.audit.enabled() {
+                let session = current_session(&req);
+                let ctx = AuditContext::of_request(&req, &state.config.server.trusted_proxies);
+                state.audit.event(AuditEvent {
+                    event: "csrf_rejected",
+                    reason: Some(reason),
+                    subject: session.map(|s| s.record.sub.as_str()),
+                    session: session.map(|s| &s.key),
+                    ctx: Some(&ctx),
+                    ..AuditEvent::default()
+                });
+            }
             e.into_response()
         }
     }
 }
 
-fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
-    check_origin(state, req)?;
+fn current_session(req: &Request) -> Option<&crate::session::Session> {
+    req.extensions()
+        .get::<CurrentSession>()
+        .and_then(|c| c.0.as_deref())
+}
+
+/// `Err` carries the answer and the reason (a metric label): `cross_origin`, `missing`,
+/// `malformed`, `no_session` or `mismatch`.
+fn check(state: &AppState, req: &Request) -> Result<(), (ApiError, &'static str)> {
+    check_origin(state, req).map_err(|e| (e, "cross_origin"))?;
     let mut tokens = req.headers().get_all(HEADER).iter();
     let presented = match (tokens.next(), tokens.next()) {
         (Some(v), None) => v.as_bytes(),
-        _ => return Err(ApiError::Csrf),
+        (None, _) => return Err((ApiError::Csrf, "missing")),
+        (Some(_), Some(_)) => return Err((ApiError::Csrf, "malformed")),
     };
     if presented.len() != crate::session::ticket::TICKET_CHARS
         || !presented
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     {
-        return Err(ApiError::Csrf);
+        return Err((ApiError::Csrf, "malformed"));
     }
-    let session = req
-        .extensions()
-        .get::<CurrentSession>()
-        .and_then(|c| c.0.as_ref())
-        .ok_or(ApiError::Unauthenticated)?;
+    let session = current_session(req).ok_or((ApiError::Unauthenticated, "no_session"))?;
     if bool::from(presented.ct_eq(session.record.csrf_token.as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError::Csrf)
+        Err((ApiError::Csrf, "mismatch"))
     }
 }
 

@@ -3,14 +3,16 @@
 //! The browser gets an opaque `__Host-` session cookie and an anti-CSRF token; OAuth tokens stay
 //! here, sealed in a session store. Requests flow through these layers, outermost first:
 //!
-//! request id → security headers → CSP fallback → request hygiene → session → CSRF → router
+//! metrics → request id → security headers → CSP fallback → request hygiene → session → CSRF → router
 //! (`/bff/*` endpoints, `/healthz` `/readyz`, route table → authenticated reverse proxy, anything
-//! else → the PWA's static files, see [`pwa`]).
+//! else → the PWA's static files, see [`pwa`]). Metrics ([`metrics`]) are served on the admin
+//! listener; security events go to the audit log ([`audit`]).
 //!
 //! [`app`] builds the whole stack from an [`AppState`], so tests drive exactly what `serve` runs.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bff;
 pub mod cli;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod crypto;
 pub mod csrf;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod pwa;
@@ -54,6 +57,10 @@ pub struct AppState {
     pub pwa: Arc<pwa::Pwa>,
     /// CSP / Trusted Types violations received at `/bff/csp-report`, per directive.
     pub csp_report_counts: Arc<bff::csp_report::ReportCounts>,
+    /// Prometheus metrics, rendered at the admin listener's `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The security audit log (`[audit]`; a no-op when not configured).
+    pub audit: audit::AuditLog,
     csrf_exempt: Arc<[String; 4]>,
 }
 
@@ -61,17 +68,30 @@ impl AppState {
     /// Builds the state with the store the config names. Discovery of the provider is *not*
     /// started here: call [`OidcProvider::spawn_discovery`] (as `serve` does) or `discover`.
     pub fn new(config: Config) -> anyhow::Result<Self> {
+        let mut memory = None;
         let store: Arc<dyn SessionStore> = match &config.session.store {
-            StoreConfig::Memory => Arc::new(MemoryStore::new()),
+            StoreConfig::Memory => {
+                let m = Arc::new(MemoryStore::new());
+                memory = Some(Arc::clone(&m));
+                m
+            }
             StoreConfig::File(path) => {
                 Arc::new(store::FileStore::open(path, &config.session.keys)?)
             }
             StoreConfig::Redis(redis) => Arc::new(RedisStore::new(redis.clone())?),
         };
-        Self::with_store(config, store)
+        let state = Self::with_store(config, store)?;
+        if let Some(m) = memory {
+            state.metrics.watch_memory_store(m);
+        }
+        Ok(state)
     }
 
     pub fn with_store(config: Config, store: Arc<dyn SessionStore>) -> anyhow::Result<Self> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let audit = audit::AuditLog::open(config.audit.as_ref())?;
+        let store: Arc<dyn SessionStore> =
+            Arc::new(metrics::MeteredStore::new(store, Arc::clone(&metrics)));
         let sessions = SessionManager::new(
             store,
             config.session.keys.clone(),
@@ -100,11 +120,13 @@ impl AppState {
             config: Arc::new(config),
             sessions,
             oidc,
-            refresher: Refresher::default(),
+            refresher: Refresher::with_metrics(Arc::clone(&metrics)),
             proxy,
             limiter,
             pwa,
             csp_report_counts: Arc::default(),
+            metrics,
+            audit,
             csrf_exempt,
         })
     }
@@ -117,6 +139,18 @@ impl AppState {
     /// set of labels; anything unrecognised counts as `other`).
     pub fn csp_reports(&self) -> Vec<(String, u64)> {
         self.csp_report_counts.snapshot()
+    }
+
+    /// The audit context (client address, user agent, request id) of a request's parts.
+    pub fn audit_context(
+        &self,
+        headers: &::http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> audit::AuditContext {
+        if !self.audit.enabled() {
+            return audit::AuditContext::default();
+        }
+        audit::AuditContext::new(headers, peer, &self.config.server.trusted_proxies)
     }
 }
 
@@ -148,5 +182,9 @@ pub fn app(state: AppState) -> Router {
             http::security_headers::apply,
         ))
         .layer(middleware::from_fn(telemetry::request_span))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }

@@ -5,6 +5,7 @@
 //! - `GET  /sessions?subject=S` → `{"subject", "sessions": <live count>}`
 //! - `POST /sessions/revoke` with `{"subject": S}`, `{"sid": X}` or `{"all": true}` →
 //!   `{"revoked": n}`; immediate on every instance sharing the store.
+//! - `GET  /metrics` → the Prometheus / OpenMetrics exposition (see `crate::metrics`).
 
 use axum::{
     Json, Router,
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::{AppState, health, http::problem::ApiError, session::SessionError};
+use crate::{AppState, audit::AuditEvent, health, http::problem::ApiError, session::SessionError};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::ready))
         .route("/sessions", get(list))
         .route("/sessions/revoke", post(revoke))
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -49,6 +51,11 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         );
         ApiError::Unauthenticated.into_response()
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&state.csp_reports());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -79,15 +86,22 @@ struct RevokeRequest {
 
 async fn revoke(State(state): State<AppState>, Json(r): Json<RevokeRequest>) -> Response {
     let iss = &state.config.oidc.issuer;
-    let result = match (r.subject, r.sid, r.all) {
-        (Some(sub), None, false) => state.sessions.end_subject(iss, &sub).await,
-        (None, Some(sid), false) => state.sessions.end_provider_session(iss, &sid).await,
-        (None, None, true) => state.sessions.end_all().await,
+    let (result, by) = match (&r.subject, r.sid, r.all) {
+        (Some(sub), None, false) => (state.sessions.end_subject(iss, sub).await, "subject"),
+        (None, Some(sid), false) => (state.sessions.end_provider_session(iss, &sid).await, "sid"),
+        (None, None, true) => (state.sessions.end_all().await, "all"),
         _ => return ApiError::BadRequest("give exactly one of subject, sid, all").into_response(),
     };
     match result {
         Ok(n) => {
             tracing::info!(revoked = n, "sessions revoked by an operator");
+            state.audit.event(AuditEvent {
+                event: "operator_revocation",
+                reason: Some(by),
+                subject: r.subject.as_deref(),
+                count: Some(n),
+                ..AuditEvent::default()
+            });
             Json(json!({"revoked": n})).into_response()
         }
         Err(e) => store_failure(e),

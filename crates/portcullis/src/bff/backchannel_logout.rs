@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::{
     AppState,
+    audit::AuditEvent,
     oidc::{OidcError, now_unix},
     store::StoreKey,
 };
@@ -118,6 +119,17 @@ pub async fn backchannel_logout(
                 by_sid = request.sid.is_some(),
                 "back-channel logout"
             );
+            state.audit.event(AuditEvent {
+                event: "backchannel_logout",
+                reason: Some(if request.sid.is_some() {
+                    "sid"
+                } else {
+                    "subject"
+                }),
+                subject: request.sub.as_deref(),
+                count: Some(n),
+                ..AuditEvent::default()
+            });
             let mut r = StatusCode::OK.into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use super::{login_state, return_to, single_param};
 use crate::{
     AppState,
+    audit::AuditEvent,
     crypto::random,
     http::problem::ApiError,
     oidc::{OidcError, Tokens, VerifiedIdToken, now_unix},
@@ -35,12 +36,25 @@ pub async fn finish(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = super::limit_login(&state, peer, &headers).await {
-        return e.into_response();
-    }
-    match run(&state, &uri, &headers).await {
+    let peer_ip = peer.as_ref().map(|p| p.0.0.ip());
+    let result = match super::limit_login(&state, peer, &headers).await {
+        Ok(()) => run(&state, &uri, &headers, peer_ip).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let outcome = super::login_outcome(&e);
+            state.metrics.login("callback", outcome);
+            let ctx = state.audit_context(&headers, peer_ip);
+            state.audit.event(AuditEvent {
+                event: "login_failure",
+                outcome: Some(outcome),
+                ctx: Some(&ctx),
+                ..AuditEvent::default()
+            });
+            e.into_response()
+        }
     }
 }
 
@@ -49,7 +63,12 @@ fn failed(why: &str) -> ApiError {
     ApiError::LoginFailed
 }
 
-async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response, ApiError> {
     let query = uri.query();
     let param = |name: &str| {
         single_param(query, name).map_err(|()| ApiError::BadRequest("duplicated parameter"))
@@ -69,6 +88,14 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
         // checked out, so `returnTo` is ours: send the browser back with a short, fixed code.
         let code = app_error_code(&err);
         tracing::info!(error = %code, prompt_none = pending.prompt_none, "provider returned an authorization error");
+        state.metrics.login("callback", "declined");
+        let ctx = state.audit_context(headers, peer);
+        state.audit.event(AuditEvent {
+            event: "login_failure",
+            outcome: Some("declined"),
+            ctx: Some(&ctx),
+            ..AuditEvent::default()
+        });
         return Ok(redirect(&with_error(&pending.return_to, code)));
     }
     let code = code.ok_or_else(|| failed("no code parameter"))?;
@@ -97,6 +124,15 @@ async fn run(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Respons
     )
     .await?;
     tracing::info!(sub = %session.record.sub, "login succeeded");
+    state.metrics.login("callback", "success");
+    let ctx = state.audit_context(headers, peer);
+    state.audit.event(AuditEvent {
+        event: "login_success",
+        subject: Some(&session.record.sub),
+        session: Some(&session.key),
+        ctx: Some(&ctx),
+        ..AuditEvent::default()
+    });
     let mut resp = redirect(&pending.return_to);
     resp.headers_mut().append(header::SET_COOKIE, set_cookie);
     Ok(resp)

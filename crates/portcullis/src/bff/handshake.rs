@@ -32,7 +32,13 @@ use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{callback, session_info};
-use crate::{AppState, csrf, http::problem::ApiError, oidc::OidcError};
+use crate::{
+    AppState,
+    audit::{AuditContext, AuditEvent},
+    csrf,
+    http::problem::ApiError,
+    oidc::OidcError,
+};
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY: usize = 4096;
@@ -62,16 +68,27 @@ struct Credentials {
 }
 
 pub async fn handshake(State(state): State<AppState>, req: Request) -> Response {
-    match run(&state, req).await {
+    if !state.config.oidc.password_grant {
+        return ApiError::NotFound.into_response();
+    }
+    let ctx = state.audit_context(req.headers(), crate::http::client_ip::peer_addr(&req));
+    match run(&state, req, &ctx).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let outcome = super::login_outcome(&e);
+            state.metrics.login("handshake", outcome);
+            state.audit.event(AuditEvent {
+                event: "handshake_failure",
+                outcome: Some(outcome),
+                ctx: Some(&ctx),
+                ..AuditEvent::default()
+            });
+            e.into_response()
+        }
     }
 }
 
-async fn run(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    if !state.config.oidc.password_grant {
-        return Err(ApiError::NotFound);
-    }
+async fn run(state: &AppState, req: Request, ctx: &AuditContext) -> Result<Response, ApiError> {
     check_origin(state, &req)?;
     if !is_json(req.headers()) {
         tracing::info!("handshake refused: the body is not application/json");
@@ -90,18 +107,34 @@ async fn run(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .map(|c| c.0);
     let client = LimitKey::of_request(peer, &parts.headers, &state.config.server.trusted_proxies);
     let limits = &state.config.rate_limits;
-    state
+    let checked = state
         .limiter
         .check(Bucket::HandshakePerIp, &client, limits.handshake_per_ip)
-        .await?;
-    state
+        .await;
+    super::audit_rate_limit(
+        state,
+        &checked,
+        Bucket::HandshakePerIp,
+        &parts.headers,
+        peer.map(|p| p.ip()),
+    );
+    checked?;
+    let checked = state
         .limiter
         .check(
             Bucket::HandshakePerUsername,
             &LimitKey::username(&credentials.username),
             limits.handshake_per_username,
         )
-        .await?;
+        .await;
+    super::audit_rate_limit(
+        state,
+        &checked,
+        Bucket::HandshakePerUsername,
+        &parts.headers,
+        peer.map(|p| p.ip()),
+    );
+    checked?;
 
     let Credentials { username, password } = credentials;
     let mut tokens = state
@@ -117,6 +150,14 @@ async fn run(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let (session, set_cookie) =
         callback::start_session(state, tokens, id, &parts.headers, None).await?;
     tracing::info!(sub = %session.record.sub, user = %user, "handshake login succeeded");
+    state.metrics.login("handshake", "success");
+    state.audit.event(AuditEvent {
+        event: "handshake_success",
+        subject: Some(&session.record.sub),
+        session: Some(&session.key),
+        ctx: Some(ctx),
+        ..AuditEvent::default()
+    });
     let mut resp = (StatusCode::OK, Json(session_info::body(&session))).into_response();
     let h = resp.headers_mut();
     h.append(header::SET_COOKIE, set_cookie);

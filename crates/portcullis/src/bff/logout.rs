@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::{
     AppState,
+    audit::AuditEvent,
     http::{problem::ApiError, security_headers::clear_site_data},
     session::cookie,
     session::layer::CurrentSession,
@@ -23,6 +24,8 @@ const CLEAR_SITE_DATA: http::HeaderName = http::HeaderName::from_static("clear-s
 pub async fn logout(
     State(state): State<AppState>,
     Extension(current): Extension<CurrentSession>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: http::HeaderMap,
 ) -> Response {
     let Some(session) = current.0 else {
         return ApiError::Unauthenticated.into_response();
@@ -38,6 +41,14 @@ pub async fn logout(
         return ApiError::Unavailable.into_response();
     }
     tracing::info!(sub = %session.record.sub, "logout");
+    let ctx = state.audit_context(&headers, peer.map(|p| p.0.0.ip()));
+    state.audit.event(AuditEvent {
+        event: "logout",
+        subject: Some(&session.record.sub),
+        session: Some(&session.key),
+        ctx: Some(&ctx),
+        ..AuditEvent::default()
+    });
     let logout_url = state
         .oidc
         .end_session_url(session.record.id_token.as_deref());

@@ -19,7 +19,7 @@ use axum::{
 use http::{HeaderValue, header};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::{AppState, http::problem::ApiError};
+use crate::{AppState, audit::AuditEvent, http::problem::ApiError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,17 +65,50 @@ async fn limit_login(
     headers: &http::HeaderMap,
 ) -> Result<(), ApiError> {
     use crate::ratelimit::{Bucket, LimitKey};
-    let client = LimitKey::of_request(
-        peer.map(|p| p.0.0),
-        headers,
-        &state.config.server.trusted_proxies,
-    );
-    state
+    let peer = peer.map(|p| p.0.0);
+    let client = LimitKey::of_request(peer, headers, &state.config.server.trusted_proxies);
+    let checked = state
         .limiter
         .check(
             Bucket::LoginPerIp,
             &client,
             state.config.rate_limits.login_per_ip,
         )
-        .await
+        .await;
+    audit_rate_limit(
+        state,
+        &checked,
+        Bucket::LoginPerIp,
+        headers,
+        peer.map(|p| p.ip()),
+    );
+    checked
+}
+
+/// Audits a refused rate-limit check (`rate_limited`, with the bucket as the reason).
+fn audit_rate_limit(
+    state: &AppState,
+    checked: &Result<(), ApiError>,
+    bucket: crate::ratelimit::Bucket,
+    headers: &http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) {
+    if let Err(ApiError::TooManyRequests { .. }) = checked {
+        let ctx = state.audit_context(headers, peer);
+        state.audit.event(AuditEvent {
+            event: "rate_limited",
+            reason: Some(bucket.as_str()),
+            ctx: Some(&ctx),
+            ..AuditEvent::default()
+        });
+    }
+}
+
+/// The `outcome` label (and audit outcome) of a failed login or handshake.
+fn login_outcome(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::TooManyRequests { .. } => "rate_limited",
+        ApiError::Unavailable | ApiError::Internal => "error",
+        _ => "failure",
+    }
 }

@@ -38,6 +38,30 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `[headers]`: hardening headers on every response, `Clear-Site-Data` on logout.
     pub headers: HeadersConfig,
+    /// `[audit]`: the security audit log; off when absent.
+    pub audit: Option<AuditConfig>,
+}
+
+/// Where audit events go and how subjects appear in them.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub target: AuditTarget,
+    pub subject: SubjectMode,
+    /// HMAC key for subject pseudonyms (`audit.hash_key_env`); unkeyed SHA-256 without it.
+    pub hash_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stderr,
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMode {
+    Hash,
+    Clear,
 }
 
 #[derive(Debug, Clone)]
@@ -232,11 +256,13 @@ impl Config {
         let static_files = raw.static_files.and_then(|s| v.static_files(s));
         let csp = v.csp(raw.csp);
         let admin = raw.admin.and_then(|a| v.admin(a));
+        let audit = raw.audit.and_then(|a| v.audit(a));
         let rate_limits = v.rate_limits(raw.rate_limits);
         let headers = v.headers(raw.headers, server.as_ref().map(|s| &s.public_origin));
         match (server, session, oidc, v.problems.is_empty()) {
             (Some(server), Some(session), Some(oidc), true) => Ok(Config {
                 admin,
+                audit,
                 rate_limits,
                 headers,
                 server,
@@ -639,6 +665,52 @@ impl Validator {
             post_logout_redirect_uri: post_logout_redirect_uri?,
             dangerous_send_id_token_hint_on_logout: raw.dangerous_send_id_token_hint_on_logout,
             password_grant: raw.password_grant,
+        })
+    }
+
+    fn audit(&mut self, raw: raw::RawAudit) -> Option<AuditConfig> {
+        let target = match (raw.target.as_deref(), raw.path) {
+            (None | Some("stderr"), None) => Some(AuditTarget::Stderr),
+            (Some("stdout"), None) => Some(AuditTarget::Stdout),
+            (Some("file"), Some(p)) if !p.is_empty() => Some(AuditTarget::File(p.into())),
+            (Some("file"), _) => {
+                self.problem("audit.path", "required with target = \"file\"");
+                None
+            }
+            (None | Some("stderr" | "stdout"), Some(_)) => {
+                self.problem("audit.path", "only with target = \"file\"");
+                None
+            }
+            (Some(other), _) => {
+                self.problem(
+                    "audit.target",
+                    format!("`{other}`: use \"stderr\", \"stdout\" or \"file\""),
+                );
+                None
+            }
+        };
+        let subject = match raw.subject.as_deref() {
+            None | Some("hash") => SubjectMode::Hash,
+            Some("clear") => SubjectMode::Clear,
+            Some(other) => {
+                self.problem(
+                    "audit.subject",
+                    format!("`{other}`: use \"hash\" or \"clear\""),
+                );
+                SubjectMode::Hash
+            }
+        };
+        let hash_key = match raw.hash_key_env {
+            None => None,
+            Some(name) => self.ok(
+                "audit.hash_key_env",
+                secret::load("audit.hash_key_env", Some(&name), "", None),
+            ),
+        };
+        Some(AuditConfig {
+            target: target?,
+            subject,
+            hash_key,
         })
     }
 

@@ -27,6 +27,17 @@ pub struct RawConfig {
     pub rate_limits: RawRateLimits,
     #[serde(default)]
     pub headers: RawHeaders,
+    pub audit: Option<RawAudit>,
+}
+
+/// `[audit]`: the security audit log (see `crate::audit`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub target: Option<String>,
+    pub path: Option<String>,
+    pub subject: Option<String>,
+    pub hash_key_env: Option<String>,
 }
 
 /// `[headers]`: the hardening headers sent on every response (see `http::security_headers`).

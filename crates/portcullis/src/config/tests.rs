@@ -3,7 +3,10 @@ use super::*;
 const KEY_ENV: &str = "PORTCULLIS_TEST_CONFIG_KEYS";
 
 fn with_secrets(extra_session: &str, rest: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("portcullis-cfg-{}", std::process::id()));
+    // A directory per call: tests run in parallel and must not see each other's half-written files.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("portcullis-cfg-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let keys = dir.join("keys");
     let secret = dir.join("secret");
@@ -88,4 +91,39 @@ fn route_prefixes_match_by_segment() {
     assert!(path_within("/api/orders/1", "/api/orders"));
     assert!(!path_within("/api/ordersX", "/api/orders"));
     assert!(!path_within("/api", "/api/orders"));
+}
+
+#[test]
+fn audit_section_is_validated() {
+    let rest = |audit: &str| with_secrets("", &format!("\n[audit]\n{audit}\n"));
+    assert!(
+        Config::from_toml(&with_secrets("", ""))
+            .expect("ok")
+            .audit
+            .is_none()
+    );
+    let c = Config::from_toml(&rest("")).expect("valid");
+    let a = c.audit.expect("audit");
+    assert_eq!(a.target, AuditTarget::Stderr);
+    assert_eq!(a.subject, SubjectMode::Hash);
+    let c = Config::from_toml(&rest(
+        "target = \"file\"\npath = \"/tmp/a.jsonl\"\nsubject = \"clear\"",
+    ))
+    .expect("valid");
+    let a = c.audit.expect("audit");
+    assert_eq!(a.target, AuditTarget::File("/tmp/a.jsonl".into()));
+    assert_eq!(a.subject, SubjectMode::Clear);
+    for (bad, key) in [
+        ("target = \"file\"", "audit.path"),
+        ("target = \"syslog\"", "audit.target"),
+        ("path = \"/tmp/x\"", "audit.path"),
+        ("subject = \"maybe\"", "audit.subject"),
+        (
+            "hash_key_env = \"PORTCULLIS_TEST_UNSET_AUDIT_KEY\"",
+            "audit.hash_key_env",
+        ),
+    ] {
+        let e = Config::from_toml(&rest(bad)).expect_err(bad);
+        assert!(e.0.iter().any(|p| p.key == key), "{bad}: {:?}", e.0);
+    }
 }

@@ -17,6 +17,7 @@ use http_body_util::Limited;
 
 use crate::{
     AppState,
+    audit::AuditEvent,
     config::{Config, RouteConfig, path_within},
     http::{client_ip, problem::ApiError},
     session::layer::CurrentSession,
@@ -52,6 +53,11 @@ impl Proxy {
             routes,
             max_body: usize::try_from(config.server.max_request_body).unwrap_or(usize::MAX),
         })
+    }
+
+    /// Whether a configured route claims `path`.
+    pub fn has_route(&self, path: &str) -> bool {
+        self.route_for(path).is_some()
     }
 
     fn route_for(&self, path: &str) -> Option<&Route> {
@@ -92,10 +98,28 @@ async fn forward(
     if declared.is_some_and(|n| n > proxy.max_body) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let token = state
+    let token = match state
         .refresher
         .access_token(&state.sessions, &state.oidc, &session)
-        .await?;
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let ctx = state.audit_context(req.headers(), client_ip::peer_addr(&req));
+            state.audit.event(AuditEvent {
+                event: "refresh_failure",
+                reason: Some(match e {
+                    ApiError::Unauthenticated => "session_ended",
+                    _ => "unavailable",
+                }),
+                subject: Some(&session.record.sub),
+                session: Some(&session.key),
+                ctx: Some(&ctx),
+                ..AuditEvent::default()
+            });
+            return Err(e);
+        }
+    };
     let uri = upstream_uri(&route.cfg, req.uri())?;
     // X-Forwarded-For: the incoming chain is kept only when the peer is a trusted proxy; the
     // peer's own address is always appended.
@@ -125,13 +149,16 @@ async fn forward(
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, proxy.max_body));
+    let started = std::time::Instant::now();
     let sent = tokio::time::timeout(route.cfg.timeout, route.client.request(upstream_req)).await;
+    state.metrics.upstream(started.elapsed());
     let resp = match sent {
         Err(_) => {
             tracing::warn!(route = %route.cfg.prefix, timeout = ?route.cfg.timeout, "upstream timed out");
+            state.metrics.upstream_error("timeout");
             return Err(ApiError::GatewayTimeout);
         }
-        Ok(Err(e)) => return Err(classify(&route.cfg, &e)),
+        Ok(Err(e)) => return Err(classify(state, &route.cfg, &e)),
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
@@ -139,7 +166,11 @@ async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
-fn classify(route: &RouteConfig, e: &hyper_util::client::legacy::Error) -> ApiError {
+fn classify(
+    state: &AppState,
+    route: &RouteConfig,
+    e: &hyper_util::client::legacy::Error,
+) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -149,8 +180,10 @@ fn classify(route: &RouteConfig, e: &hyper_util::client::legacy::Error) -> ApiEr
     }
     if e.is_connect() {
         tracing::warn!(route = %route.prefix, error = %e, "upstream connection failed");
+        state.metrics.upstream_error("connect");
     } else {
         tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
+        state.metrics.upstream_error("other");
     }
     ApiError::BadGateway
 }

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 use super::{Session, SessionManager, SessionRecord};
 use crate::{
     http::problem::ApiError,
+    metrics::Metrics,
     oidc::{OidcError, OidcProvider, now_unix},
     store::StoreKey,
 };
@@ -24,6 +25,7 @@ const LOCK_POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, Default, Clone)]
 pub struct Refresher {
     inflight: Arc<DashMap<StoreKey, Arc<Mutex<()>>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// `true` when the token expires within `skew`.
@@ -34,6 +36,14 @@ pub fn needs_refresh(record: &SessionRecord, skew: Duration, now: u64) -> bool {
 }
 
 impl Refresher {
+    /// Counts refresh outcomes in `metrics` (`portcullis_token_refreshes_total`).
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Refresher {
+            inflight: Arc::default(),
+            metrics,
+        }
+    }
+
     /// Returns a usable access token for the session, refreshing it first if needed. A refresh the
     /// provider refuses ends the session (401); a provider outage is 503 and keeps the session.
     pub async fn access_token(
@@ -114,6 +124,7 @@ impl Refresher {
         current = current_fresh;
         let Some(rt) = current.record.refresh_token.clone() else {
             tracing::info!(sub = %current.record.sub, "access token expired and no refresh token: ending the session");
+            self.metrics.refresh("refused");
             end(sessions, &current).await;
             return Err(ApiError::Unauthenticated);
         };
@@ -129,18 +140,22 @@ impl Refresher {
                 }
                 sessions.save(&current).await.map_err(|e| {
                     tracing::error!(error = %e, "refreshed tokens could not be stored");
+                    self.metrics.refresh("unavailable");
                     ApiError::Unavailable
                 })?;
+                self.metrics.refresh("success");
                 tracing::debug!(sub = %current.record.sub, "access token refreshed");
                 Ok(current.record.access_token)
             }
             Err(OidcError::Rejected(code)) | Err(OidcError::InvalidIdToken(code)) => {
                 tracing::info!(sub = %current.record.sub, reason = %code, "refresh refused: ending the session");
+                self.metrics.refresh("refused");
                 end(sessions, &current).await;
                 Err(ApiError::Unauthenticated)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "refresh failed: provider unavailable");
+                self.metrics.refresh("unavailable");
                 Err(ApiError::Unavailable)
             }
         }

@@ -1,0 +1,360 @@
+//! Prometheus metrics (`prometheus-client`), scraped at `GET /metrics` on the admin listener.
+//!
+//! One registry per [`crate::AppState`] (no global recorder), so several gateways in one process
+//! — the tests — keep separate counts. Every label value is a `&'static str` from a fixed list or
+//! an HTTP status code: never a path, a host, a user or a session. Recording is an atomic add
+//! (plus, for labelled families, a read-locked hash lookup); nothing allocates once a label set
+//! has been seen. See `docs/observability.md` for the list.
+
+use std::{
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::Response,
+};
+use bytes::Bytes;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    AppState,
+    config::path_within,
+    store::{Entry, IndexKey, LockToken, MemoryStore, SessionStore, StoreError, StoreKey},
+};
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    class: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    flow: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The gateway's metrics. Cheap to share (`Arc`); see the module docs.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<ClassLabel>,
+    upstream_duration: Histogram,
+    logins: Family<LoginLabels, Counter>,
+    refreshes: Family<OutcomeLabel, Counter>,
+    csrf_rejections: Family<ReasonLabel, Counter>,
+    store_errors: Family<OpLabel, Counter>,
+    upstream_errors: Family<KindLabel, Counter>,
+    memory_store: OnceLock<Arc<MemoryStore>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route class and status code",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<ClassLabel> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Whole-request latency in the gateway (upstream time included), by route class",
+            request_duration.clone(),
+        );
+        let upstream_duration = latency_histogram();
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a proxied request to the upstream's response headers (or error)",
+            upstream_duration.clone(),
+        );
+        let logins = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "logins",
+            "Login attempts (flow: callback, handshake) by outcome",
+            logins.clone(),
+        );
+        let refreshes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Access token refreshes by outcome",
+            refreshes.clone(),
+        );
+        let csrf_rejections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "csrf_rejections",
+            "State-changing requests refused by the CSRF layer, by reason",
+            csrf_rejections.clone(),
+        );
+        let store_errors = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Session store operations that failed, by operation",
+            store_errors.clone(),
+        );
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Proxied requests that got no upstream response, by kind",
+            upstream_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            logins,
+            refreshes,
+            csrf_rejections,
+            store_errors,
+            upstream_errors,
+            memory_store: OnceLock::new(),
+        }
+    }
+
+    /// Reports `portcullis_store_entries` from this in-memory store at each scrape.
+    pub fn watch_memory_store(&self, store: Arc<MemoryStore>) {
+        let _ = self.memory_store.set(store);
+    }
+
+    pub fn request(&self, class: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { class, status })
+            .inc();
+        self.request_duration
+            .get_or_create(&ClassLabel { class })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream(&self, elapsed: Duration) {
+        self.upstream_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// `kind`: `timeout`, `connect` or `other`.
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// `flow`: `callback` or `handshake`; `outcome`: `success`, `failure`, `declined`,
+    /// `rate_limited` or `error`.
+    pub fn login(&self, flow: &'static str, outcome: &'static str) {
+        self.logins
+            .get_or_create(&LoginLabels { flow, outcome })
+            .inc();
+    }
+
+    /// `outcome`: `success`, `refused` or `unavailable`.
+    pub fn refresh(&self, outcome: &'static str) {
+        self.refreshes
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// `reason`: `missing`, `malformed`, `mismatch`, `cross_origin` or `no_session`.
+    pub fn csrf_rejection(&self, reason: &'static str) {
+        self.csrf_rejections
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn store_error(&self, op: &'static str) {
+        self.store_errors.get_or_create(&OpLabel { op }).inc();
+    }
+
+    /// The exposition text (OpenMetrics), CSP report counts appended.
+    pub fn render(&self, csp_reports: &[(String, u64)]) -> String {
+        let mut out = String::with_capacity(8192);
+        let _ = text::encode_registry(&mut out, &self.registry);
+        out.push_str(
+            "# HELP portcullis_csp_reports CSP violation reports received, by directive.\n\
+             # TYPE portcullis_csp_reports counter\n",
+        );
+        for (directive, n) in csp_reports {
+            // Directive names come from a fixed list (`other` for the rest): nothing to escape.
+            let _ = writeln!(
+                out,
+                "portcullis_csp_reports_total{{directive=\"{directive}\"}} {n}"
+            );
+        }
+        if let Some(store) = self.memory_store.get() {
+            let _ = write!(
+                out,
+                "# HELP portcullis_store_entries Entries in the in-memory session store (sessions, login state, indexes, locks).\n\
+                 # TYPE portcullis_store_entries gauge\n\
+                 portcullis_store_entries {}\n",
+                store.len()
+            );
+        }
+        let _ = text::encode_eof(&mut out);
+        out
+    }
+}
+
+/// The route class of a path: a bounded label.
+pub fn route_class(state: &AppState, path: &str) -> &'static str {
+    if path == "/healthz" || path == "/readyz" {
+        "health"
+    } else if path_within(path, &state.config.bff_prefix) {
+        "bff"
+    } else if state.proxy.has_route(path) {
+        "api"
+    } else if state.config.static_files.is_some() {
+        "static"
+    } else {
+        "other"
+    }
+}
+
+/// Outermost layer: counts every response and times the whole request.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let class = route_class(&state, req.uri().path());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .request(class, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// A store that counts its backend's failures (`portcullis_store_errors_total{op}`).
+#[derive(Debug)]
+pub struct MeteredStore {
+    inner: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Self {
+        MeteredStore { inner, metrics }
+    }
+
+    fn count<T>(&self, op: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_err() {
+            self.metrics.store_error(op);
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for MeteredStore {
+    async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError> {
+        self.count("get", self.inner.get(key).await)
+    }
+    async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        self.count("set", self.inner.set(key, value, ttl).await)
+    }
+    async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        self.count("touch", self.inner.touch(key, ttl).await)
+    }
+    async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
+        self.count("take", self.inner.take(key).await)
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.count("delete", self.inner.delete(key).await)
+    }
+    async fn try_lock(
+        &self,
+        key: &StoreKey,
+        lease: Duration,
+    ) -> Result<Option<LockToken>, StoreError> {
+        self.count("lock", self.inner.try_lock(key, lease).await)
+    }
+    async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
+        self.count("unlock", self.inner.unlock(key, token).await)
+    }
+    async fn index_add(
+        &self,
+        index: &IndexKey,
+        member: &StoreKey,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.count("index_add", self.inner.index_add(index, member, ttl).await)
+    }
+    async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError> {
+        self.count("index_members", self.inner.index_members(index).await)
+    }
+    async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError> {
+        self.count("index_remove", self.inner.index_remove(index, member).await)
+    }
+    async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError> {
+        self.count("delete_all", self.inner.delete_all(prefix).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.count("ping", self.inner.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_counters_csp_and_eof() {
+        let m = Metrics::new();
+        m.request("api", 200, Duration::from_millis(3));
+        m.csrf_rejection("mismatch");
+        let text = m.render(&[("script-src".into(), 2)]);
+        assert!(text.contains("portcullis_http_requests_total{class=\"api\",status=\"200\"} 1"));
+        assert!(text.contains("portcullis_csrf_rejections_total{reason=\"mismatch\"} 1"));
+        assert!(text.contains("portcullis_csp_reports_total{directive=\"script-src\"} 2"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

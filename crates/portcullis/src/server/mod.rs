@@ -17,7 +17,13 @@ use tower::ServiceExt;
 
 use crate::{AppState, app, config::Config};
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send a request's headers. hyper also applies it to the wait
+/// for the next request on an idle keep-alive connection, so it must outlast load balancers' idle
+/// timeouts (AWS ALB: 60 s by default), or they reuse connections we are closing and answer 502.
+/// 75 s is nginx's keep-alive default.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Loads everything, starts provider discovery in the background and serves until a signal.
@@ -128,7 +134,7 @@ pub async fn run(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
                         {
                             Ok(Ok(s)) => s,

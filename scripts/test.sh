@@ -26,6 +26,15 @@ ensure_web_client_node_modules
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+say "One TLS/crypto stack: no OpenSSL, native-tls or aws-lc in the dependency graph (deny.toml)"
+for banned in openssl openssl-sys native-tls aws-lc-rs aws-lc-sys; do
+  if cargo tree --workspace -e normal,build,dev -i "$banned" >/dev/null 2>&1; then
+    echo "banned crate in the dependency graph: $banned" >&2
+    cargo tree --workspace -e normal,build,dev -i "$banned" >&2
+    exit 1
+  fi
+done
+
 say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

@@ -112,3 +112,39 @@ ensure_browser_e2e_node_modules() {
 ensure_web_client_node_modules() {
   ensure_npm_ci "$WEB_CLIENT_DIR" vitest
 }
+
+# The benchmark suite's tools (bench/run.sh, bench/callgrind.sh): wrk, nginx (baseline and upstream),
+# redis-server, openssl (the TLS certificate), ab and valgrind (deterministic instruction counts).
+ensure_bench_tools() {
+  ensure_base_tools
+  ensure_apt_packages wrk:wrk nginx:nginx openssl:openssl ab:apache2-utils valgrind:valgrind \
+    curl:curl python3:python3
+}
+
+# cargo-fuzz (the fuzz targets in fuzz/, see docs/fuzzing.md), installed with `cargo install
+# --locked` when missing. It drives libFuzzer, whose flags need a nightly compiler: on the pinned
+# stable toolchain the fuzz scripts set RUSTC_BOOTSTRAP=1 (see fuzz_smoke in scripts/test.sh).
+ensure_cargo_fuzz() {
+  if cargo fuzz --version >/dev/null 2>&1; then
+    printf '    %s\n' "$(cargo fuzz --version)"
+    return 0
+  fi
+  say "cargo install cargo-fuzz --locked"
+  cargo install cargo-fuzz --locked
+}
+
+# Every fuzz target in fuzz/Cargo.toml.
+FUZZ_TARGETS=(ticket_cookie return_to request_path config_toml seal_open logout_token csp_report traceparent)
+
+# fuzz_run TARGET SECONDS: runs one target for SECONDS on its committed seeds (fuzz/seeds/TARGET)
+# plus the local, git-ignored corpus it grows (fuzz/corpus/TARGET). No sanitizer: the crate
+# forbids unsafe code, so the targets check invariants (assertions), not memory errors; that also
+# keeps the build (in fuzz/target, git-ignored) small. A finding fails the run and leaves the
+# input in fuzz/artifacts/TARGET/.
+fuzz_run() {
+  local target=$1 secs=$2
+  mkdir -p "$REPO_ROOT/fuzz/corpus/$target"
+  (cd "$REPO_ROOT" && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
+    "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+    -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1)
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, and the whole workspace's tests (unit and integration, the
 # latter against the real OpenID Provider fixture and real upstream servers, and the browser tests
-# in real headless Chromium).
+# in real headless Chromium), then a short smoke run of every fuzz target (fuzz/).
 # On a fresh Debian machine with Rust and Node.js it first installs what is missing.
 set -euo pipefail
 
@@ -25,6 +25,7 @@ ensure_web_client_node_modules
 
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check) # the fuzz targets are their own workspace
 
 say "One TLS/crypto stack: no OpenSSL, native-tls or aws-lc in the dependency graph (deny.toml)"
 for banned in openssl openssl-sys native-tls aws-lc-rs aws-lc-sys; do
@@ -40,5 +41,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 say "cargo test --workspace"
 cargo test --workspace
+
+say "Fuzz smoke run: every target in fuzz/ for ${PORTCULLIS_FUZZ_SECS:-10} s (docs/fuzzing.md)"
+ensure_cargo_fuzz
+(cd "$REPO_ROOT" && RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none)
+for target in "${FUZZ_TARGETS[@]}"; do
+  say "fuzz: $target"
+  fuzz_run "$target" "${PORTCULLIS_FUZZ_SECS:-10}"
+done
 
 say "All checks passed"

@@ -1,6 +1,7 @@
 //! Measures what one realistic session costs in each store.
 //!
 //! `cargo run --release -p portcullis --example store_footprint -- [N] [redis://…]`
+//! (`--no-default-features` to measure with the system allocator instead of mimalloc)
 //!
 //! A session holds ~1 KB JWT-shaped access and ID tokens, a refresh token and a few claims.
 //! Reported: the sealed record size; the memory store's RSS growth per session; the file store's
@@ -17,6 +18,12 @@ use portcullis::{
     session::{SessionManager, SessionRecord},
     store::{FileStore, MemoryStore, RedisStore, SessionStore},
 };
+
+/// The same allocator as the `portcullis` binary, so the figures are the binary's
+/// (`--no-default-features`: the system allocator).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn jwt(payload_bytes: usize) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
@@ -36,6 +43,8 @@ fn record() -> SessionRecord {
         iss: "https://idp.example.com".into(),
         sid: Some(random::token::<16>().expect("rng")),
         user,
+        claims: serde_json::Map::new(),
+        scopes: vec!["openid".into(), "profile".into(), "email".into()],
         csrf_token: random::token::<32>().expect("rng"),
         access_token: jwt(600),
         access_expires_at: Some(now + 300),

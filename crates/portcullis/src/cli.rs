@@ -101,7 +101,6 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            crate::telemetry::init(cfg.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -112,7 +111,24 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(crate::server::serve(cfg)) {
+            // The OTLP exporter posts through this runtime, so it starts inside it.
+            let otlp = match &cfg.tracing {
+                Some(t) => match runtime.block_on(async { crate::otlp::Exporter::start(t) }) {
+                    Ok(started) => Some(started),
+                    Err(e) => {
+                        eprintln!("error: tracing.otlp_endpoint: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
+            let (exporter, tracer) = otlp.unzip();
+            crate::telemetry::init(cfg.log_format, tracer);
+            let result = runtime.block_on(crate::server::serve(cfg, config));
+            if let Some(e) = exporter {
+                e.shutdown(); // flushes the last batch
+            }
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "fatal");

@@ -3,7 +3,8 @@
 //! before routing, so no upstream is ever contacted for them.
 //!
 //! Order of checks: cross-origin (`Origin`, `Sec-Fetch-Site`) → 403; header missing, duplicated
-//! or malformed → 403; no session → 401; token mismatch → 403.
+//! or malformed → 403; no session → 401; token mismatch → 403. On `public = true` routes only
+//! the cross-origin check applies (see `crate::compose::policy`).
 
 use axum::{
     extract::{Request, State},
@@ -30,7 +31,14 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     if is_safe(req.method()) || state.csrf_exempt(req.uri().path()) {
         return next.run(req).await;
     }
-    match check(&state, &req) {
+    // A `public = true` route gets neither the cookie nor a token: there is no ambient authority
+    // to protect, so no anti-CSRF token is needed; a foreign Origin is still refused.
+    let verdict = if state.proxy.is_public(req.uri().path()) {
+        check_origin(&state, &req).map_err(|e| (e, "cross_origin"))
+    } else {
+        check(&state, &req)
+    };
+    match verdict {
         Ok(()) => next.run(req).await,
         Err((e, reason)) => {
             tracing::info!(method = %req.method(), path = req.uri().path(), status = e.status().as_u16(), reason, "state-changing request refused by the CSRF layer");
@@ -68,19 +76,29 @@ fn check(state: &AppState, req: &Request) -> Result<(), (ApiError, &'static str)
         (None, _) => return Err((ApiError::Csrf, "missing")),
         (Some(_), Some(_)) => return Err((ApiError::Csrf, "malformed")),
     };
-    if presented.len() != crate::session::ticket::TICKET_CHARS
-        || !presented
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-    {
+    if !well_formed(presented) {
         return Err((ApiError::Csrf, "malformed"));
     }
     let session = current_session(req).ok_or((ApiError::Unauthenticated, "no_session"))?;
-    if bool::from(presented.ct_eq(session.record.csrf_token.as_bytes())) {
+    if token_matches(presented, &session.record.csrf_token) {
         Ok(())
     } else {
         Err((ApiError::Csrf, "mismatch"))
     }
+}
+
+/// The shape of a token we issue: 43 base64url characters. Anything else is refused before any
+/// comparison with the session's token.
+pub fn well_formed(presented: &[u8]) -> bool {
+    presented.len() == crate::session::ticket::TICKET_CHARS
+        && presented
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+/// Constant-time comparison with the session's token.
+pub fn token_matches(presented: &[u8], expected: &str) -> bool {
+    bool::from(presented.ct_eq(expected.as_bytes()))
 }
 
 /// A present `Origin` must be exactly ours (a sibling subdomain is same-site, never same-origin);

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod audit;
 pub mod bff;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod crypto;
 pub mod csrf;
@@ -22,9 +23,11 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod oidc;
+pub mod otlp;
 pub mod proxy;
 pub mod pwa;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod store;
@@ -42,9 +45,23 @@ use crate::{
     store::{MemoryStore, RedisStore, SessionStore},
 };
 
-/// Everything a request handler may need; cheap to clone.
+/// Everything a request handler may need; one `Arc` to clone (every middleware layer and
+/// extractor clones the state on every request: docs/performance.md). Fields are read through
+/// `Deref` ([`AppStateInner`]).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Debug)]
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub sessions: SessionManager,
     pub oidc: Arc<OidcProvider>,
@@ -61,6 +78,11 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The security audit log (`[audit]`; a no-op when not configured).
     pub audit: audit::AuditLog,
+    /// Live WebSocket/SSE streams per session (the same registry as `sessions.streams()`).
+    /// `streams.close_all()` closes them all with "going away" at shutdown.
+    pub streams: session::streams::Streams,
+    /// Serving or draining: readiness answers 503 once shutdown starts (see [`server`]).
+    pub lifecycle: Arc<health::Lifecycle>,
     csrf_exempt: Arc<[String; 4]>,
 }
 
@@ -89,21 +111,46 @@ impl AppState {
 
     pub fn with_store(config: Config, store: Arc<dyn SessionStore>) -> anyhow::Result<Self> {
         let metrics = Arc::new(metrics::Metrics::new());
-        let audit = audit::AuditLog::open(config.audit.as_ref())?;
         let store: Arc<dyn SessionStore> =
             Arc::new(metrics::MeteredStore::new(store, Arc::clone(&metrics)));
+        let carried = reload::Carried {
+            oidc: Arc::new(OidcProvider::new(
+                config.oidc.clone(),
+                config.redirect_uri(),
+            )?),
+            limiter: ratelimit::for_store(&config.session.store)?,
+            refresher: Refresher::with_metrics(Arc::clone(&metrics)),
+            csp_report_counts: Arc::default(),
+            lifecycle: Arc::default(),
+            streams: session::streams::Streams::default(),
+            store,
+            metrics,
+        };
+        Self::from_parts(config, carried)
+    }
+
+    /// Builds the state around live parts: at startup fresh ones, on a config reload those of the
+    /// running state (the store and its sessions, rate-limit counters, metrics; see [`reload`]).
+    pub fn from_parts(config: Config, carried: reload::Carried) -> anyhow::Result<Self> {
+        let reload::Carried {
+            store,
+            oidc,
+            limiter,
+            refresher,
+            csp_report_counts,
+            metrics,
+            lifecycle,
+            streams,
+        } = carried;
+        let audit = audit::AuditLog::open(config.audit.as_ref())?;
         let sessions = SessionManager::new(
             store,
             config.session.keys.clone(),
             config.session.absolute_lifetime,
             config.session.idle_timeout,
-        );
-        let oidc = Arc::new(OidcProvider::new(
-            config.oidc.clone(),
-            config.redirect_uri(),
-        )?);
+        )
+        .with_streams(streams.clone());
         let proxy = Arc::new(proxy::Proxy::new(&config)?);
-        let limiter = ratelimit::for_store(&config.session.store)?;
         let pwa = Arc::new(pwa::Pwa::new(&config));
         let csrf_exempt = Arc::new([
             // The provider's browser redirect and its server-to-server call carry no CSRF token;
@@ -116,19 +163,21 @@ impl AppState {
             // and logs, and refuses a foreign Origin itself (see bff::csp_report).
             format!("{}/csp-report", config.bff_prefix),
         ]);
-        Ok(AppState {
+        Ok(AppState(Arc::new(AppStateInner {
             config: Arc::new(config),
             sessions,
             oidc,
-            refresher: Refresher::with_metrics(Arc::clone(&metrics)),
+            refresher,
             proxy,
             limiter,
             pwa,
-            csp_report_counts: Arc::default(),
+            csp_report_counts,
             metrics,
             audit,
+            streams,
+            lifecycle,
             csrf_exempt,
-        })
+        })))
     }
 
     pub fn csrf_exempt(&self, path: &str) -> bool {
@@ -158,6 +207,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .nest(&state.config.bff_prefix, bff::router())
+        .merge(compose::router(&state.config.compose))
         .fallback(proxy::dispatch)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -181,7 +231,10 @@ pub fn app(state: AppState) -> Router {
             SecurityHeaders::new(&state.config.headers),
             http::security_headers::apply,
         ))
-        .layer(middleware::from_fn(telemetry::request_span))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::request_span,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -3,6 +3,12 @@
 
 use clap::Parser;
 
+/// mimalloc: measurably fewer instructions per proxied request than glibc's allocator, with
+/// per-thread free lists that suit Tokio's work-stealing workers (docs/performance.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     portcullis::cli::run(portcullis::cli::Cli::parse())
 }

@@ -92,7 +92,24 @@ pub struct Metrics {
     csrf_rejections: Family<ReasonLabel, Counter>,
     store_errors: Family<OpLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
+    config_reloads: Family<OutcomeLabel, Counter>,
     memory_store: OnceLock<Arc<MemoryStore>>,
+    hot: HotLabels,
+}
+
+/// Route classes, in the order of the cached handles in [`HotLabels`].
+const CLASSES: [&str; 5] = ["health", "bff", "api", "static", "other"];
+/// The statuses almost every response has; others go through the family's hash map.
+const HOT_STATUSES: [u16; 12] = [200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 503];
+
+/// Handles to the request counters and histograms of the common label sets, resolved on first
+/// use: recording is then an atomic add, with no lock and no label hashing (docs/performance.md).
+/// A handle shares its value with the family's entry, so `/metrics` shows the same figures; a
+/// label set appears there only once it has been recorded, as before.
+#[derive(Debug, Default)]
+struct HotLabels {
+    durations: [OnceLock<Histogram>; CLASSES.len()],
+    requests: [[OnceLock<Counter>; HOT_STATUSES.len()]; CLASSES.len()],
 }
 
 impl Default for Metrics {
@@ -153,6 +170,12 @@ impl Metrics {
             "Proxied requests that got no upstream response, by kind",
             upstream_errors.clone(),
         );
+        let config_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, admin POST /reload) by outcome",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -163,7 +186,9 @@ impl Metrics {
             csrf_rejections,
             store_errors,
             upstream_errors,
+            config_reloads,
             memory_store: OnceLock::new(),
+            hot: HotLabels::default(),
         }
     }
 
@@ -173,11 +198,34 @@ impl Metrics {
     }
 
     pub fn request(&self, class: &'static str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels { class, status })
-            .inc();
-        self.request_duration
-            .get_or_create(&ClassLabel { class })
+        let Some(c) = CLASSES.iter().position(|k| *k == class) else {
+            self.requests
+                .get_or_create(&RequestLabels { class, status })
+                .inc();
+            self.request_duration
+                .get_or_create(&ClassLabel { class })
+                .observe(elapsed.as_secs_f64());
+            return;
+        };
+        match HOT_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.hot.requests[c][i]
+                .get_or_init(|| {
+                    Counter::clone(
+                        &self
+                            .requests
+                            .get_or_create(&RequestLabels { class, status }),
+                    )
+                })
+                .inc(),
+            None => self
+                .requests
+                .get_or_create(&RequestLabels { class, status })
+                .inc(),
+        };
+        self.hot.durations[c]
+            .get_or_init(|| {
+                Histogram::clone(&self.request_duration.get_or_create(&ClassLabel { class }))
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -211,6 +259,14 @@ impl Metrics {
     pub fn csrf_rejection(&self, reason: &'static str) {
         self.csrf_rejections
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// `outcome`: `success`, `invalid` (validation failed), `refused` (a setting that needs a
+    /// restart changed) or `error` (building the new state failed).
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 
@@ -356,5 +412,21 @@ mod tests {
         assert!(text.contains("portcullis_csrf_rejections_total{reason=\"mismatch\"} 1"));
         assert!(text.contains("portcullis_csp_reports_total{directive=\"script-src\"} 2"));
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_family() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.request("api", 200, Duration::from_millis(1));
+        }
+        m.request("api", 418, Duration::from_millis(1));
+        m.request("bff", 401, Duration::from_millis(1));
+        let text = m.render(&[]);
+        assert!(text.contains("portcullis_http_requests_total{class=\"api\",status=\"200\"} 3"));
+        assert!(text.contains("portcullis_http_requests_total{class=\"api\",status=\"418\"} 1"));
+        assert!(text.contains("portcullis_http_requests_total{class=\"bff\",status=\"401\"} 1"));
+        assert!(text.contains("portcullis_http_request_duration_seconds_count{class=\"api\"} 4"));
+        assert!(!text.contains("class=\"static\""), "{text}");
     }
 }

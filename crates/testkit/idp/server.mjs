@@ -98,9 +98,15 @@ function freshStats() {
     // grant_type=password: tokens issued / refused for wrong credentials
     password_grants: 0,
     failed_password_grants: 0,
+    // W3C trace context seen on requests to the provider's own endpoints (the last 200):
+    // { method, path, traceparent } for every request that carried a traceparent header
+    traceparents: [],
   };
 }
 let stats = freshStats();
+// Every token string the token endpoint handed out (GET /_test/issued-tokens), so leakage
+// tests can scan responses, logs and store dumps for them. Never reset.
+const issuedTokens = [];
 
 function bump(map, key) {
   map[key] = (map[key] || 0) + 1;
@@ -524,11 +530,21 @@ function interactionRoutes(provider) {
 
 function testRoutes(provider) {
   return async (ctx, next) => {
-    if (!ctx.path.startsWith('/_test/')) return next();
+    if (!ctx.path.startsWith('/_test/')) {
+      const traceparent = ctx.get('traceparent');
+      if (traceparent) {
+        stats.traceparents.push({ method: ctx.method, path: ctx.path, traceparent });
+        if (stats.traceparents.length > 200) stats.traceparents.shift();
+      }
+      return next();
+    }
     ctx.set('cache-control', 'no-store');
 
     if (ctx.path === '/_test/stats' && ctx.method === 'GET') {
       return json(ctx, 200, stats);
+    }
+    if (ctx.path === '/_test/issued-tokens' && ctx.method === 'GET') {
+      return json(ctx, 200, { tokens: issuedTokens });
     }
     if (ctx.path === '/_test/reset-stats' && ctx.method === 'POST') {
       stats = freshStats();
@@ -607,6 +623,11 @@ function counters() {
         }
         grantType = typeof grantType === 'string' ? grantType : 'unknown';
         bump(stats.token_requests, grantType);
+        if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+          for (const k of ['access_token', 'refresh_token', 'id_token']) {
+            if (typeof ctx.body[k] === 'string') issuedTokens.push(ctx.body[k]);
+          }
+        }
         const error = ctx.status >= 400 && ctx.body && typeof ctx.body === 'object' ? ctx.body.error : undefined;
         if (error) {
           bump(stats.token_errors, error);

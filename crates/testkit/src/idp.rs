@@ -136,6 +136,18 @@ pub struct Stats {
     /// `grant_type=password` requests refused for wrong credentials (unknown
     /// user or wrong password: the same `invalid_grant`).
     pub failed_password_grants: u64,
+    /// Requests to the provider's endpoints that carried a W3C `traceparent` (the last 200).
+    pub traceparents: Vec<TraceparentSeen>,
+}
+
+/// One request to the provider that carried a `traceparent` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct TraceparentSeen {
+    pub method: String,
+    /// The path without the query, e.g. `/token`.
+    pub path: String,
+    pub traceparent: String,
 }
 
 impl Stats {

@@ -11,6 +11,11 @@
 //!   `playwright-core`): pages, console, page errors, requests, CSP violations;
 //! - [`redis`]: real `redis-server` processes (standalone with optional ACL
 //!   user and TLS, or a cluster) and a small RESP client;
+//! - [`scripted`]: an HTTP upstream answering per path as the test scripts it (JSON, raw,
+//!   delays, answers held until another request arrives, no answer at all);
+//! - [`faults`]: a TCP proxy that delays, stalls, refuses or resets traffic on demand;
+//! - [`streaming`]: an SSE upstream that releases events on the test's cue, and a
+//!   recording WebSocket echo upstream;
 //! - [`free_port`].
 //!
 //! See `crates/testkit/README.md`.
@@ -18,13 +23,17 @@
 pub mod browser;
 pub mod chromium;
 pub mod cookies;
+pub mod faults;
 pub mod html;
 pub mod idp;
 pub mod redis;
+pub mod scripted;
+pub mod streaming;
 pub mod upstream;
 
 pub use browser::{Browser, LoginOutcome, Response};
 pub use chromium::{Chromium, ChromiumSession, PageReport};
+pub use faults::{Fault, FaultProxy};
 pub use idp::{Idp, IdpOptions, Stats};
 pub use redis::{RedisCluster, RedisOptions, RedisServer};
 pub use upstream::{RecordedRequest, RecordingUpstream};

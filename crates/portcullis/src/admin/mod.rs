@@ -6,9 +6,13 @@
 //! - `POST /sessions/revoke` with `{"subject": S}`, `{"sid": X}` or `{"all": true}` →
 //!   `{"revoked": n}`; immediate on every instance sharing the store.
 //! - `GET  /metrics` → the Prometheus / OpenMetrics exposition (see `crate::metrics`).
+//! - `POST /reload` → re-reads the config file like SIGHUP (see `crate::reload`): 200
+//!   `{"reloaded": true}`, or 422 when refused (the reason is in the gateway's log).
+
+use std::sync::Weak;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Query, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -19,7 +23,10 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::{AppState, audit::AuditEvent, health, http::problem::ApiError, session::SessionError};
+use crate::{
+    AppState, audit::AuditEvent, health, http::problem::ApiError, reload::Reloader,
+    session::SessionError,
+};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -28,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list))
         .route("/sessions/revoke", post(revoke))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -56,6 +64,21 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(&state.csp_reports());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// The reloader is attached by `server::serve` (absent when only a listener runs: 404).
+async fn reload(reloader: Option<Extension<Weak<Reloader>>>) -> Response {
+    let Some(reloader) = reloader.and_then(|Extension(r)| r.upgrade()) else {
+        return ApiError::NotFound.into_response();
+    };
+    match reloader.reload().await {
+        Ok(()) => Json(json!({"reloaded": true})).into_response(),
+        Err(_) => (
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"reloaded": false, "detail": "refused; see the gateway log"})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -74,6 +74,7 @@ async fn run(
         single_param(query, name).map_err(|()| ApiError::BadRequest("duplicated parameter"))
     };
     let (state_param, code, error) = (param("state")?, param("code")?, param("error")?);
+    let iss = param("iss")?;
     let state_param = state_param.ok_or_else(|| failed("no state parameter"))?;
     let pending = login_state::take(state, &state_param)
         .await?
@@ -83,6 +84,13 @@ async fn run(
     if !binding_ok {
         return Err(failed("state was not started by this browser"));
     }
+    state
+        .oidc
+        .check_authorization_response_iss(iss.as_deref())
+        .map_err(|e| match e {
+            OidcError::NotReady | OidcError::Unavailable(_) => ApiError::Unavailable,
+            other => failed(&other.to_string()),
+        })?;
     if let Some(err) = error {
         // The provider declined (user cancelled, or `prompt=none` found no session). The state
         // checked out, so `returnTo` is ours: send the browser back with a short, fixed code.
@@ -157,11 +165,25 @@ pub(super) async fn start_session(
         .filter(|(k, _)| state.config.oidc.session_claims.iter().any(|c| c == *k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Claims the route policies and aggregate placeholders need, beyond those already in `user`.
+    let needed = state.config.compose.claims_needed(&state.config.routes);
+    let claims: Map<String, serde_json::Value> = id
+        .claims
+        .iter()
+        .filter(|(k, _)| !user.contains_key(*k) && needed.iter().any(|c| c == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let scopes = tokens
+        .scopes
+        .clone()
+        .unwrap_or_else(|| state.config.oidc.scopes.clone());
     let record = SessionRecord {
         sub: id.sub,
         iss: id.iss,
         sid: id.sid,
         user,
+        claims,
+        scopes,
         csrf_token: random::token::<32>().map_err(|_| ApiError::Unavailable)?,
         access_token: tokens.access_token,
         access_expires_at: tokens.access_expires_at,

@@ -173,12 +173,8 @@ async fn handle(state: &AppState, req: Request) -> Result<(), ApiError> {
         }
         Err(_) => return Err(ApiError::BadRequest("could not read the report")),
     };
-    let json: Value =
-        serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest("malformed report"))?;
-    let violations = violations(format, &json).ok_or(ApiError::BadRequest("not a CSP report"))?;
-    let total = violations.len();
-    for (kind, body) in violations.into_iter().take(MAX_REPORTS_PER_REQUEST) {
-        let v = Violation::from_report(body);
+    let (total, reduced) = reduce_body(format, &body)?;
+    for (kind, v) in reduced {
         state.csp_report_counts.record(v.directive);
         v.log(kind);
     }
@@ -189,6 +185,35 @@ async fn handle(state: &AppState, req: Request) -> Result<(), ApiError> {
         );
     }
     Ok(())
+}
+
+/// The number of violations in a report, and the first [`MAX_REPORTS_PER_REQUEST`] of them,
+/// reduced, each with the format it came in (`legacy` or `reporting-api`).
+pub type Reduced = (usize, Vec<(&'static str, Violation)>);
+
+/// Parses a report body of `content_type` and reduces its violations as the endpoint does:
+/// the number of violations in it, and the first [`MAX_REPORTS_PER_REQUEST`] of them, reduced,
+/// with the format each came in. Public for the fuzz targets (`fuzz/`).
+pub fn reduce_report(content_type: &str, body: &[u8]) -> Result<Reduced, ApiError> {
+    let mut headers = http::HeaderMap::new();
+    let ct =
+        http::HeaderValue::from_str(content_type).map_err(|_| ApiError::UnsupportedMediaType)?;
+    headers.insert(header::CONTENT_TYPE, ct);
+    let format = content_format(&headers).ok_or(ApiError::UnsupportedMediaType)?;
+    reduce_body(format, body)
+}
+
+fn reduce_body(format: Format, body: &[u8]) -> Result<Reduced, ApiError> {
+    let json: Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::BadRequest("malformed report"))?;
+    let violations = violations(format, &json).ok_or(ApiError::BadRequest("not a CSP report"))?;
+    let total = violations.len();
+    let reduced = violations
+        .into_iter()
+        .take(MAX_REPORTS_PER_REQUEST)
+        .map(|(kind, body)| (kind, Violation::from_report(body)))
+        .collect();
+    Ok((total, reduced))
 }
 
 /// The media type, case-insensitively, parameters ignored.
@@ -230,16 +255,16 @@ fn violations(format: Format, json: &Value) -> Option<Vec<(&'static str, &Value)
 
 /// What is logged of one violation: every field reduced and bounded.
 #[derive(Debug, PartialEq, Eq)]
-struct Violation {
-    directive: &'static str,
-    blocked: String,
-    document: String,
-    source: String,
-    line: u64,
-    column: u64,
-    disposition: &'static str,
-    status: u64,
-    sample: String,
+pub struct Violation {
+    pub directive: &'static str,
+    pub blocked: String,
+    pub document: String,
+    pub source: String,
+    pub line: u64,
+    pub column: u64,
+    pub disposition: &'static str,
+    pub status: u64,
+    pub sample: String,
 }
 
 /// The first string value among `keys` (legacy kebab-case and Reporting API camelCase names).

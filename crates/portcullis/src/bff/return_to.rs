@@ -4,6 +4,7 @@
 //! characters or whitespace, no backslash anywhere, nothing percent-encoded that decodes to one of
 //! those (so `/%2F/evil.com` or `/%5Cevil.com` cannot become `//evil.com` later), at most 2 KiB.
 //! The value is re-checked after one percent-decoding as well, so double-encoding gains nothing.
+//! Dot segments (`.`, `..`) in the path are refused too: `/..//evil.com` resolves to `//evil.com`.
 
 const MAX_LEN: usize = 2048;
 
@@ -46,9 +47,17 @@ fn shape_ok(s: &str, allow_space: bool) -> bool {
         && b[0] == b'/'
         && !matches!(b.get(1), Some(b'/') | Some(b'\\'))
         && !s.contains('\\')
+        && !has_dot_segment(s)
         && !s.chars().any(|c| {
             c.is_control() || (c.is_whitespace() && !(allow_space && c == ' ')) || is_invisible(c)
         })
+}
+
+/// `/..//evil.com` resolves to the path `//evil.com` on our host, which the app's own router may
+/// read as another host: dot segments in the path are refused.
+fn has_dot_segment(s: &str) -> bool {
+    let path = s.split(['?', '#']).next().unwrap_or(s);
+    path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 /// Characters browsers strip or fold that could hide a second slash.
@@ -76,6 +85,8 @@ mod tests {
             "/orders/42",
             "/a+b",
             "/%E2%82%AC",
+            "/.well-known/x",
+            "/a/b?x=../..",
         ] {
             assert_eq!(sanitize(Some(ok)), ok, "{ok}");
         }
@@ -105,6 +116,10 @@ mod tests {
             "/\u{FF0F}evil.com",
             "/%00",
             "/%E2%80%8B/evil.com",
+            "/..//evil.com",
+            "/.//evil.com",
+            "/a/../..//evil.com",
+            "/%2e%2e//evil.com",
         ] {
             assert_eq!(sanitize(Some(bad)), "/", "{bad:?} must be refused");
         }

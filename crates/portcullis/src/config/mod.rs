@@ -3,10 +3,12 @@
 //! Secrets (client secret, session keys) come from environment variables or files named in the
 //! file, never inline, so the file itself can live in version control.
 
+mod compose;
 mod headers;
 mod pwa;
 mod raw;
 pub mod secret;
+mod trace_export;
 mod units;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -15,10 +17,14 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::crypto::keyring::KeyRing;
+pub use compose::{
+    AggregateConfig, ComposeConfig, PROFILE_HEADER, PartConfig, ProfileConfig, RoutePolicy,
+};
 pub use headers::{HeadersConfig, Hsts};
 pub use pwa::{CspConfig, StaticConfig};
 pub use raw::RawConfig;
 pub use secret::Secret;
+pub use trace_export::TracingConfig;
 
 /// The validated configuration the gateway runs with.
 #[derive(Debug, Clone)]
@@ -40,6 +46,10 @@ pub struct Config {
     pub headers: HeadersConfig,
     /// `[audit]`: the security audit log; off when absent.
     pub audit: Option<AuditConfig>,
+    /// `[tracing]`: OTLP span export, `None` when off.
+    pub tracing: Option<TracingConfig>,
+    /// `[[aggregates]]` and `[[profiles]]` (see `crate::compose`).
+    pub compose: ComposeConfig,
 }
 
 /// Where audit events go and how subjects appear in them.
@@ -98,6 +108,14 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub max_request_body: u64,
     pub max_header_bytes: usize,
+    /// How long a client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait for the next request); see `server::run` for the default's rationale.
+    pub header_read_timeout: Duration,
+    /// After SIGTERM/SIGINT: how long to keep accepting while `/readyz` answers 503, so load
+    /// balancers stop sending new traffic before the listener closes (default 0 s).
+    pub shutdown_delay: Duration,
+    /// Then: how long in-flight requests may take to finish before connections are closed.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +143,9 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub store: StoreConfig,
     pub keys: KeyRing,
+    /// How often a long-lived stream (WebSocket, SSE) re-checks in the store that its session
+    /// still exists: bounds how late a logout on *another* instance closes it.
+    pub stream_recheck_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +205,11 @@ pub struct RouteConfig {
     pub upstream: Url,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// WebSocket upgrades are proxied on this route (session cookie + same `Origin` required);
+    /// on every other route an upgrade request is refused.
+    pub websocket: bool,
+    /// Methods, public access, required claims/scopes, fixed client profile.
+    pub policy: RoutePolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +268,7 @@ impl Config {
         let oidc = v.oidc(raw.oidc, server.as_ref().map(|s| &s.public_origin));
         let bff_prefix = v.bff_prefix(raw.bff.prefix);
         let routes = v.routes(raw.routes, &bff_prefix);
+        let compose = v.compose(raw.aggregates, raw.profiles, &routes, &bff_prefix);
         let log_format = match raw.logging.format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
@@ -257,12 +284,19 @@ impl Config {
         let csp = v.csp(raw.csp);
         let admin = raw.admin.and_then(|a| v.admin(a));
         let audit = raw.audit.and_then(|a| v.audit(a));
+        let tracing = trace_export::validate(raw.tracing).unwrap_or_else(|problems| {
+            for (key, message) in problems {
+                v.problem(key, message);
+            }
+            None
+        });
         let rate_limits = v.rate_limits(raw.rate_limits);
         let headers = v.headers(raw.headers, server.as_ref().map(|s| &s.public_origin));
         match (server, session, oidc, v.problems.is_empty()) {
             (Some(server), Some(session), Some(oidc), true) => Ok(Config {
                 admin,
                 audit,
+                tracing,
                 rate_limits,
                 headers,
                 server,
@@ -270,6 +304,7 @@ impl Config {
                 oidc,
                 bff_prefix,
                 routes,
+                compose,
                 log_format,
                 static_files,
                 csp,
@@ -359,6 +394,28 @@ impl Validator {
             self.problem("server.max_header_bytes", "must be between 4KiB and 1MiB");
         }
         let max_header_bytes = usize::try_from(max_header_bytes).unwrap_or(32 << 10);
+        let header_read_timeout = match raw.header_read_timeout {
+            None => Duration::from_secs(75),
+            Some(s) => self
+                .ok("server.header_read_timeout", units::parse_duration(&s))
+                .unwrap_or_default(),
+        };
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&header_read_timeout) {
+            self.problem("server.header_read_timeout", "must be between 1s and 1h");
+        }
+        let shutdown_delay =
+            self.duration("server.shutdown_delay", raw.shutdown_delay, Duration::ZERO);
+        let drain_timeout = self.duration(
+            "server.drain_timeout",
+            raw.drain_timeout,
+            Duration::from_secs(30),
+        );
+        if shutdown_delay > Duration::from_secs(600) {
+            self.problem("server.shutdown_delay", "must be at most 10m");
+        }
+        if drain_timeout > Duration::from_secs(3600) {
+            self.problem("server.drain_timeout", "must be at most 1h");
+        }
         Some(ServerConfig {
             listen: listen?,
             public_origin: public_origin?,
@@ -366,6 +423,9 @@ impl Validator {
             tls,
             max_request_body,
             max_header_bytes,
+            header_read_timeout,
+            shutdown_delay,
+            drain_timeout,
         })
     }
 
@@ -422,10 +482,24 @@ impl Validator {
             })
         });
         let keys = self.ok("session.keys", keys);
+        let stream_recheck_interval = self.duration(
+            "session.stream_recheck_interval",
+            raw.stream_recheck_interval,
+            Duration::from_secs(30),
+        );
+        if stream_recheck_interval < Duration::from_secs(1)
+            || stream_recheck_interval > Duration::from_secs(3600)
+        {
+            self.problem(
+                "session.stream_recheck_interval",
+                "must be between 1s and 1h",
+            );
+        }
         Some(SessionConfig {
             cookie_name,
             absolute_lifetime,
             idle_timeout,
+            stream_recheck_interval,
             store: store?,
             keys: keys?,
         })
@@ -834,12 +908,24 @@ impl Validator {
                 r.connect_timeout,
                 Duration::from_secs(5),
             );
+            let policy = self.route_policy(
+                &key,
+                compose::RawPolicy {
+                    methods: r.methods,
+                    public: r.public,
+                    require_claims: r.require_claims,
+                    require_scopes: r.require_scopes,
+                    profile: r.profile,
+                },
+            );
             if let Some(upstream) = upstream {
                 out.push(RouteConfig {
                     prefix: r.prefix,
                     upstream,
                     timeout,
                     connect_timeout,
+                    websocket: r.websocket,
+                    policy,
                 });
             }
         }

@@ -28,6 +28,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub headers: RawHeaders,
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub tracing: RawTracing,
+    #[serde(default)]
+    pub aggregates: Vec<super::compose::RawAggregate>,
+    #[serde(default)]
+    pub profiles: Vec<super::compose::RawProfile>,
 }
 
 /// `[audit]`: the security audit log (see `crate::audit`).
@@ -127,6 +133,9 @@ pub struct RawServer {
     pub tls: Option<RawTls>,
     pub max_request_body: Option<String>,
     pub max_header_bytes: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub shutdown_delay: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +163,7 @@ pub struct RawSession {
     pub redis_ca_file: Option<String>,
     pub keys_env: Option<String>,
     pub keys_file: Option<String>,
+    pub stream_recheck_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +200,26 @@ pub struct RawRoute {
     pub upstream: String,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    /// Allows WebSocket upgrades on this route (off by default).
+    #[serde(default)]
+    pub websocket: bool,
+    /// Policy keys (see `super::compose::RawPolicy`).
+    pub methods: Option<Vec<String>>,
+    pub public: Option<bool>,
+    #[serde(default)]
+    pub require_claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    pub profile: Option<String>,
+}
+
+/// `[tracing]`: OTLP export of request spans (see `super::tracing`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub sampling_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@
 
 use ring::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
-    hkdf,
+    hkdf, hmac,
 };
 
 use super::{keyring::KeyRing, random};
@@ -49,8 +49,32 @@ pub enum SealError {
     Random,
 }
 
-fn derive(ring_key: &[u8], purpose: Purpose, record_secret: &[u8]) -> LessSafeKey {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, record_secret).extract(ring_key);
+/// The per-record secret set up once as an HMAC-SHA256 key. HKDF-Extract is
+/// `HMAC(key = salt, ikm)` (RFC 5869 2.2) and a ticket's store key is `HMAC(key = ticket, label)`:
+/// one key set-up (two SHA-256 blocks) serves both on every request (docs/performance.md).
+pub struct RecordKey(hmac::Key);
+
+impl RecordKey {
+    pub fn new(record_secret: &[u8]) -> Self {
+        RecordKey(hmac::Key::new(hmac::HMAC_SHA256, record_secret))
+    }
+
+    /// `HMAC-SHA256(key = record secret, msg)`.
+    pub fn sign(&self, msg: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.0, msg)
+    }
+}
+
+impl std::fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordKey(<redacted>)")
+    }
+}
+
+fn derive(ring_key: &[u8], purpose: Purpose, record_key: &RecordKey) -> LessSafeKey {
+    // HKDF-Extract(salt = record secret, ikm = ring key), computed with the already keyed HMAC.
+    let prk = record_key.sign(ring_key);
+    let prk = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, prk.as_ref());
     let info = [purpose.info()];
     // `expand` fails only when the output length exceeds 255 hash blocks; 32 bytes never does.
     let okm = prk
@@ -76,13 +100,17 @@ pub fn seal(
     aad.extend_from_slice(&out[..HEADER_LEN]);
     aad.extend_from_slice(store_key);
     let mut body = plaintext.to_vec();
-    derive(key.secret.as_slice(), purpose, record_secret)
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce_bytes),
-            Aad::from(&aad),
-            &mut body,
-        )
-        .map_err(|_| SealError::Forged)?;
+    derive(
+        key.secret.as_slice(),
+        purpose,
+        &RecordKey::new(record_secret),
+    )
+    .seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce_bytes),
+        Aad::from(&aad),
+        &mut body,
+    )
+    .map_err(|_| SealError::Forged)?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -91,6 +119,23 @@ pub fn open(
     ring: &KeyRing,
     purpose: Purpose,
     record_secret: &[u8],
+    store_key: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    open_keyed(
+        ring,
+        purpose,
+        &RecordKey::new(record_secret),
+        store_key,
+        sealed,
+    )
+}
+
+/// [`open`] with the record secret already keyed (see [`RecordKey`]).
+pub fn open_keyed(
+    ring: &KeyRing,
+    purpose: Purpose,
+    record_key: &RecordKey,
     store_key: &[u8],
     sealed: &[u8],
 ) -> Result<Vec<u8>, SealError> {
@@ -106,7 +151,7 @@ pub fn open(
     aad.extend_from_slice(&sealed[..HEADER_LEN]);
     aad.extend_from_slice(store_key);
     let mut body = sealed[HEADER_LEN + NONCE_LEN..].to_vec();
-    let plain = derive(key.secret.as_slice(), purpose, record_secret)
+    let plain = derive(key.secret.as_slice(), purpose, record_key)
         .open_in_place(nonce, Aad::from(&aad), &mut body)
         .map_err(|_| SealError::Forged)?;
     let len = plain.len();
@@ -135,7 +180,24 @@ pub fn open_json<T: serde::de::DeserializeOwned>(
     store_key: &[u8],
     sealed: &[u8],
 ) -> Result<T, SealError> {
-    let plain = zeroize::Zeroizing::new(open(ring, purpose, record_secret, store_key, sealed)?);
+    open_json_keyed(
+        ring,
+        purpose,
+        &RecordKey::new(record_secret),
+        store_key,
+        sealed,
+    )
+}
+
+/// [`open_json`] with the record secret already keyed (see [`RecordKey`]).
+pub fn open_json_keyed<T: serde::de::DeserializeOwned>(
+    ring: &KeyRing,
+    purpose: Purpose,
+    record_key: &RecordKey,
+    store_key: &[u8],
+    sealed: &[u8],
+) -> Result<T, SealError> {
+    let plain = zeroize::Zeroizing::new(open_keyed(ring, purpose, record_key, store_key, sealed)?);
     serde_json::from_slice(&plain).map_err(|_| SealError::Malformed)
 }
 
@@ -148,6 +210,50 @@ mod tests {
             .map(|_| KeyRing::generate_encoded().expect("rng"))
             .collect();
         KeyRing::parse(&keys.join(",")).expect("valid")
+    }
+
+    /// The keyed HMAC extract is RFC 5869 HKDF-Extract: a record sealed under ring's own
+    /// `hkdf::Salt` derivation (the one every stored record was sealed with before) opens.
+    #[test]
+    fn keyed_extract_is_hkdf_extract() {
+        let r = ring(1);
+        let secret = b"per-record secret from the cookie";
+        let reference = {
+            let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, secret).extract(&r.active().secret[..]);
+            let info = [Purpose::Session.info()];
+            let okm = prk.expand(&info, &AES_256_GCM).expect("32 bytes");
+            LessSafeKey::new(UnboundKey::from(okm))
+        };
+        let nonce = [7u8; NONCE_LEN];
+        let mut sealed = vec![VERSION];
+        sealed.extend_from_slice(&r.active().id);
+        sealed.extend_from_slice(&nonce);
+        let mut aad = sealed[..HEADER_LEN].to_vec();
+        aad.extend_from_slice(b"key-1");
+        let mut body = b"hello".to_vec();
+        reference
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut body,
+            )
+            .expect("seal");
+        sealed.extend_from_slice(&body);
+        assert_eq!(
+            open(&r, Purpose::Session, secret, b"key-1", &sealed).expect("open"),
+            b"hello"
+        );
+        assert_eq!(
+            open_keyed(
+                &r,
+                Purpose::Session,
+                &RecordKey::new(secret),
+                b"key-1",
+                &sealed
+            )
+            .expect("open"),
+            b"hello"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Request hygiene, before any routing: paths that could escape a route prefix or be read
-//! differently by an upstream, and method-override tricks, are refused with 400.
+//! differently by an upstream, and method-override tricks, are refused with 400. So is any
+//! `Upgrade` other than `websocket` (e.g. `h2c`, a known way to smuggle requests past a proxy);
+//! WebSocket upgrades themselves are admitted only on routes that allow them (`proxy::websocket`).
 
 use axum::{
     extract::Request,
@@ -17,6 +19,16 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 ];
 
 pub async fn reject_unsafe_requests(req: Request, next: Next) -> Response {
+    if let Err(why) = check_framing(req.headers()) {
+        tracing::info!(reason = why, "request framing refused");
+        let mut resp = ApiError::BadRequest("malformed request").into_response();
+        // The rest of the connection may have been framed differently by a proxy in front.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
     if let Err(why) = check_path(req.uri().path()) {
         tracing::info!(reason = why, "request path refused");
         return ApiError::BadRequest("path not allowed").into_response();
@@ -28,6 +40,12 @@ pub async fn reject_unsafe_requests(req: Request, next: Next) -> Response {
         tracing::info!("method-override header refused");
         return ApiError::BadRequest("method override not allowed").into_response();
     }
+    if let Some(v) = req.headers().get(http::header::UPGRADE)
+        && !v.as_bytes().eq_ignore_ascii_case(b"websocket")
+    {
+        tracing::info!("non-WebSocket Upgrade refused");
+        return ApiError::BadRequest("upgrade not allowed").into_response();
+    }
     if let Some(q) = req.uri().query()
         && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.eq_ignore_ascii_case("_method"))
     {
@@ -37,32 +55,141 @@ pub async fn reject_unsafe_requests(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The raw (still percent-encoded) path must have no dot segments, no encoded dots, slashes,
-/// backslashes or NULs (single or double encoded), and no raw backslash.
-pub fn check_path(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("not absolute");
-    }
-    if path.contains('\\') {
-        return Err("backslash");
-    }
-    let lower = path.to_ascii_lowercase();
-    for bad in [
-        "%2e", "%2f", "%5c", "%00", "%252e", "%252f", "%255c", "%2500",
-    ] {
-        if lower.contains(bad) {
-            return Err("encoded dot, slash, backslash or NUL");
+/// RFC 9112 3.2: at most one `Host`, and a valid one (no userinfo). RFC 9112 6.1: a request with
+/// both `Transfer-Encoding` and `Content-Length` may be refused; we do, so a proxy in front that
+/// framed it by the other header cannot desync us.
+pub fn check_framing(headers: &http::HeaderMap) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    if let Some(host) = hosts.next() {
+        if hosts.next().is_some() {
+            return Err("duplicated Host");
+        }
+        let valid = host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| !a.as_str().contains('@'));
+        if !valid {
+            return Err("invalid Host");
         }
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err("dot segment");
+    // hyper itself drops the Content-Length of such an HTTP/1.1 request and closes the connection
+    // afterwards; this is the second line, should that ever change.
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err("Transfer-Encoding with Content-Length");
     }
     Ok(())
 }
 
+/// The raw (still percent-encoded) path must have no dot segments, no encoded dots, slashes,
+/// backslashes or NULs (single or double encoded), and no raw backslash; and so must what one
+/// and two rounds of percent-decoding make of it (an upstream, or a chain of them, may decode),
+/// which also catches double encodings with encoded hex digits (`%25%32%65` → `%2e` → `.`).
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("not absolute");
+    }
+    if !path.contains('%') {
+        // Nothing to decode: every decoded form is the path itself.
+        return check_form(path);
+    }
+    let once = percent_decode(path);
+    let twice = percent_decode(&once);
+    for form in [path, once.as_str(), twice.as_str()] {
+        check_form(form)?;
+    }
+    Ok(())
+}
+
+/// One form of the path (raw or decoded) against the rules of [`check_path`].
+fn check_form(path: &str) -> Result<(), &'static str> {
+    if path.contains('\\') {
+        return Err("backslash");
+    }
+    // Every pattern starts with `%`: a path without one needs no lower-cased copy.
+    if path.contains('%') {
+        let lower = path.to_ascii_lowercase();
+        for bad in [
+            "%2e", "%2f", "%5c", "%00", "%252e", "%252f", "%255c", "%2500",
+        ] {
+            if lower.contains(bad) {
+                return Err("encoded dot, slash, backslash or NUL");
+            }
+        }
+    }
+    // A `;` path parameter hides a dot segment from us but not from upstreams that strip it
+    // first (Tomcat reads `/a/..;/b` as `/b`).
+    if path
+        .split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(seg))
+        .any(|seg| seg == "." || seg == "..")
+    {
+        return Err("dot segment");
+    }
+    if path.contains('\0') {
+        return Err("NUL");
+    }
+    Ok(())
+}
+
+/// Lenient percent-decoding, as an upstream might do it: valid `%XX` escapes decoded, anything
+/// else kept; invalid UTF-8 replaced (it cannot form `.`, `/`, `\\` or NUL).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                // Two hex digits: at most 0xff.
+                out.push(u8::try_from(h * 16 + l).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_path;
+    use super::{check_framing, check_path};
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    http::HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            m
+        };
+        for bad in [
+            h(&[("host", "a.example"), ("host", "b.example")]),
+            h(&[("host", "user@a.example")]),
+            h(&[("host", "a example")]),
+            h(&[("transfer-encoding", "chunked"), ("content-length", "4")]),
+        ] {
+            assert!(check_framing(&bad).is_err(), "{bad:?}");
+        }
+        for ok in [
+            h(&[]),
+            h(&[("host", "a.example:8080")]),
+            h(&[("host", "[::1]:8080"), ("content-length", "4")]),
+            h(&[("transfer-encoding", "chunked")]),
+        ] {
+            assert!(check_framing(&ok).is_ok(), "{ok:?}");
+        }
+    }
 
     #[test]
     fn escapes_are_refused() {
@@ -79,6 +206,12 @@ mod tests {
             "/api/orders/..\\admin",
             "/api/orders/%252e%252e/admin",
             "/api/orders/%00",
+            "/api/orders/%25%32%65%25%32%65/admin",
+            "/api/orders/%25%32%66admin",
+            "/api/orders/%25%35%63admin",
+            "/api/orders/%25%30%30",
+            "/api/orders/..;/admin",
+            "/api/orders/.;x=y/admin",
             "relative",
         ] {
             assert!(check_path(p).is_err(), "{p} must be refused");
@@ -94,6 +227,7 @@ mod tests {
             "/api/orders/a.b/c..d",
             "/api/x%20y",
             "/api/orders//x",
+            "/api/orders/1;v=2",
         ] {
             assert!(check_path(p).is_ok(), "{p} must pass");
         }

@@ -5,3 +5,4 @@ pub mod client_ip;
 pub mod hygiene;
 pub mod problem;
 pub mod security_headers;
+pub mod trace_context;

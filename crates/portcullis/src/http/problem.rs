@@ -15,6 +15,8 @@ pub enum ApiError {
     Unauthenticated,
     Csrf,
     CrossOrigin,
+    /// Authenticated, but a route policy (claims, scopes) refuses the request.
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -35,7 +37,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated | ApiError::LoginFailed => StatusCode::UNAUTHORIZED,
-            ApiError::Csrf | ApiError::CrossOrigin => StatusCode::FORBIDDEN,
+            ApiError::Csrf | ApiError::CrossOrigin | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::Unauthenticated => ("unauthenticated", "Authentication required", None),
             ApiError::Csrf => ("csrf", "Missing or invalid anti-CSRF token", None),
             ApiError::CrossOrigin => ("cross-origin", "Cross-origin request refused", None),
+            ApiError::Forbidden => ("forbidden", "Forbidden", None),
             ApiError::NotFound => ("not-found", "Not found", None),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed", None),
             ApiError::PayloadTooLarge => ("payload-too-large", "Request body too large", None),

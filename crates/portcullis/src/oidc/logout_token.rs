@@ -48,6 +48,21 @@ pub(super) fn verify(
     cfg: &OidcConfig,
     raw: &str,
 ) -> Result<LogoutRequest, OidcError> {
+    let jwks: JwkSet = serde_json::to_value(&d.jwks)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            OidcError::InvalidIdToken(format!("logout token: provider JWKS unusable: {e}"))
+        })?;
+    verify_with_keys(&jwks, &cfg.issuer, &cfg.client_id, raw)
+}
+
+/// [`verify`] against a given key set, issuer and client id (public for the fuzz targets).
+pub fn verify_with_keys(
+    jwks: &JwkSet,
+    issuer: &str,
+    client_id: &str,
+    raw: &str,
+) -> Result<LogoutRequest, OidcError> {
     let bad = |why: &str| OidcError::InvalidIdToken(format!("logout token: {why}"));
     let header =
         jsonwebtoken::decode_header(raw).map_err(|e| bad(&format!("malformed header: {e}")))?;
@@ -58,16 +73,13 @@ pub(super) fn verify(
         None | Some("logout+jwt") | Some("JWT") => {}
         Some(other) => return Err(bad(&format!("typ `{other}` is not a logout token"))),
     }
-    let jwks: JwkSet = serde_json::to_value(&d.jwks)
-        .and_then(serde_json::from_value)
-        .map_err(|e| bad(&format!("provider JWKS unusable: {e}")))?;
-    let jwk = select_key(&jwks, header.kid.as_deref(), header.alg)?;
+    let jwk = select_key(jwks, header.kid.as_deref(), header.alg)?;
     let key =
         DecodingKey::from_jwk(jwk).map_err(|e| bad(&format!("provider key unusable: {e}")))?;
 
     let mut v = Validation::new(header.alg);
-    v.set_issuer(&[cfg.issuer.as_str()]);
-    v.set_audience(&[cfg.client_id.as_str()]);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[client_id]);
     v.set_required_spec_claims(&["iss", "aud"]);
     // `exp` is not required by the final spec; when present it must not have passed.
     v.validate_exp = true;
@@ -97,7 +109,7 @@ pub(super) fn verify(
     }
     if let Some(Value::Array(aud)) = claims.get("aud")
         && aud.len() > 1
-        && claims.get("azp").and_then(Value::as_str) != Some(cfg.client_id.as_str())
+        && claims.get("azp").and_then(Value::as_str) != Some(client_id)
     {
         return Err(bad("several audiences without this client as azp"));
     }
@@ -111,7 +123,7 @@ pub(super) fn verify(
         .ok_or_else(|| bad("no usable jti"))?;
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     Ok(LogoutRequest {
-        iss: cfg.issuer.clone(),
+        iss: issuer.to_owned(),
         sub,
         sid,
         jti,

@@ -22,6 +22,8 @@ pub struct ExtraMetadata {
     pub revocation_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9207: the provider puts `iss` in every authorization response.
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
@@ -59,6 +61,8 @@ pub struct Discovered {
     pub end_session_endpoint: Option<Url>,
     /// `client_secret_basic` (the default) or `client_secret_post`.
     pub auth_basic: bool,
+    /// The provider advertises RFC 9207, so a callback without `iss` is refused (mix-up defence).
+    pub iss_parameter_required: bool,
 }
 
 impl std::fmt::Debug for Discovered {
@@ -79,7 +83,7 @@ impl Discovered {
     pub async fn load(
         cfg: &OidcConfig,
         redirect: &RedirectUrl,
-        http: &reqwest::Client,
+        http: &super::http_client::TracedClient,
     ) -> Result<Self, OidcError> {
         let issuer = IssuerUrl::new(cfg.issuer.clone())
             .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
@@ -110,6 +114,8 @@ impl Discovered {
             ));
         }
         let extra = meta.additional_metadata();
+        let iss_parameter_required =
+            extra.authorization_response_iss_parameter_supported == Some(true);
         let revocation_endpoint =
             endpoint("revocation_endpoint", extra.revocation_endpoint.as_ref())?;
         let end_session_endpoint =
@@ -138,6 +144,7 @@ impl Discovered {
             revocation_endpoint,
             end_session_endpoint,
             auth_basic,
+            iss_parameter_required,
         })
     }
 
@@ -145,7 +152,7 @@ impl Discovered {
     pub async fn with_refetched_jwks(
         &self,
         cfg: &OidcConfig,
-        http: &reqwest::Client,
+        http: &super::http_client::TracedClient,
     ) -> Result<Self, OidcError> {
         let jwks = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, http)
             .await
@@ -162,6 +169,7 @@ impl Discovered {
             revocation_endpoint: self.revocation_endpoint.clone(),
             end_session_endpoint: self.end_session_endpoint.clone(),
             auth_basic: self.auth_basic,
+            iss_parameter_required: self.iss_parameter_required,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! provider is down and simply refuses logins (503) until it is back: fail closed.
 
 mod error;
+mod http_client;
 mod id_token;
 pub mod logout_token;
 mod metadata;
@@ -39,6 +40,8 @@ pub struct Tokens {
     pub access_expires_at: Option<u64>,
     pub refresh_token: Option<String>,
     pub id_token: Option<VerifiedIdToken>,
+    /// The granted scopes, when the provider said (`scope` of the token response).
+    pub scopes: Option<Vec<String>>,
 }
 
 /// What the authorization request needs from the caller (all single-use, random).
@@ -54,7 +57,7 @@ pub struct AuthRequest<'a> {
 pub struct OidcProvider {
     cfg: OidcConfig,
     redirect_uri: RedirectUrl,
-    http: reqwest::Client,
+    http: http_client::TracedClient,
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// Serializes JWKS re-fetches and remembers the last one, so unknown `kid`s cannot make us
     /// hammer the provider.
@@ -83,6 +86,7 @@ impl OidcProvider {
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;
+        let http = http_client::TracedClient::new(http);
         let redirect_uri = RedirectUrl::new(redirect_uri)
             .map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
         Ok(OidcProvider {
@@ -189,6 +193,24 @@ impl OidcProvider {
             .to_string();
         let id_token = self.verify_id_token(&raw, Some(nonce), None).await?;
         Ok(tokens(&response, Some(id_token)))
+    }
+
+    /// RFC 9207: the authorization response's `iss` must be exactly our issuer when present, and
+    /// present when the provider advertises it (a mix-up attack routes another provider's code
+    /// here). Checked before the code is used.
+    pub fn check_authorization_response_iss(&self, iss: Option<&str>) -> Result<(), OidcError> {
+        let d = self.ready()?;
+        match iss {
+            Some(iss) if iss == self.cfg.issuer => Ok(()),
+            Some(_) => Err(OidcError::Rejected(
+                "authorization response iss is not the configured issuer".into(),
+            )),
+            None if d.iss_parameter_required => Err(OidcError::Rejected(
+                "authorization response has no iss although the provider advertises RFC 9207"
+                    .into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Uses a refresh token. A returned ID token must be valid and name the same `iss` and `sub`
@@ -351,5 +373,8 @@ fn tokens(response: &CoreTokenResponse, id_token: Option<VerifiedIdToken>) -> To
             .map(|d| now_unix().saturating_add(d.as_secs())),
         refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         id_token,
+        scopes: response
+            .scopes()
+            .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect()),
     }
 }

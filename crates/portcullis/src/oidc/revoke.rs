@@ -7,7 +7,7 @@ use super::OidcError;
 use crate::config::OidcConfig;
 
 pub async fn revoke(
-    http: &reqwest::Client,
+    http: &super::http_client::TracedClient,
     endpoint: &Url,
     cfg: &OidcConfig,
     basic: bool,

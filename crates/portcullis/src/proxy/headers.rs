@@ -9,29 +9,35 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::config::PublicOrigin;
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+// `HeaderName`s rather than `&str`: removing by a `&str` parses the name on every call,
+// on every proxied request (docs/performance.md).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-const BROWSER_ONLY: [&str; 10] = [
-    "cookie",
-    "authorization",
-    "x-csrf-token",
-    "host",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "expect",
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+static BROWSER_ONLY: [HeaderName; 10] = [
+    header::COOKIE,
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-csrf-token"),
+    header::HOST,
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-real-ip"),
+    header::EXPECT,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -45,7 +51,56 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// Identity and forwarding headers some upstreams trust (auth-proxy conventions, CDN client IPs,
+/// URL rewrites). Compared after folding `_` to `-`, because CGI/WSGI-style upstreams (and nginx
+/// with `underscores_in_headers`) read `X-Forwarded_For` as `X-Forwarded-For`.
+const CLIENT_IDENTITY: [&str; 14] = [
+    "x-forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-user",
+    "x-remote-user",
+    "remote-user",
+    "x-email",
+    "x-access-token",
+    "x-id-token",
+];
+
+/// Prefixes of the same kind (`X-Forwarded-Port`, `X-Auth-Request-User`, ...).
+const CLIENT_IDENTITY_PREFIXES: [&str; 2] = ["x-forwarded-", "x-auth-request-"];
+
+/// Drops every browser-supplied header that names an identity or a forwarding hop, in any
+/// `-`/`_` spelling, including underscore spellings of [`BROWSER_ONLY`] names.
+fn strip_client_identity(h: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|name| {
+            // Allocates only for the rare name with an underscore.
+            let folded = if name.as_str().contains('_') {
+                std::borrow::Cow::Owned(name.as_str().replace('_', "-"))
+            } else {
+                std::borrow::Cow::Borrowed(name.as_str())
+            };
+            let folded = folded.as_ref();
+            CLIENT_IDENTITY.contains(&folded)
+                || BROWSER_ONLY.iter().any(|n| n.as_str() == folded)
+                || CLIENT_IDENTITY_PREFIXES
+                    .iter()
+                    .any(|p| folded.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for n in doomed {
         h.remove(n);
     }
 }
@@ -59,9 +114,10 @@ pub fn upstream_request(
     origin: &PublicOrigin,
 ) -> Result<(), http::header::InvalidHeaderValue> {
     strip_hop_by_hop(h);
-    for n in BROWSER_ONLY {
+    for n in &BROWSER_ONLY {
         h.remove(n);
     }
+    strip_client_identity(h);
     let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
     auth.set_sensitive(true);
     h.insert(header::AUTHORIZATION, auth);
@@ -72,13 +128,13 @@ pub fn upstream_request(
         (None, None) => None,
     };
     if let Some(v) = xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
     if let Ok(v) = HeaderValue::from_str(&origin.scheme) {
-        h.insert("x-forwarded-proto", v);
+        h.insert(X_FORWARDED_PROTO, v);
     }
     if let Ok(v) = HeaderValue::from_str(&origin.host) {
-        h.insert("x-forwarded-host", v);
+        h.insert(X_FORWARDED_HOST, v);
     }
     Ok(())
 }

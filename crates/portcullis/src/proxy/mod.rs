@@ -5,6 +5,8 @@
 
 mod client;
 pub mod headers;
+mod sse;
+mod websocket;
 
 use axum::{
     Extension,
@@ -18,6 +20,7 @@ use http_body_util::Limited;
 use crate::{
     AppState,
     audit::AuditEvent,
+    compose,
     config::{Config, RouteConfig, path_within},
     http::{client_ip, problem::ApiError},
     session::layer::CurrentSession,
@@ -27,6 +30,8 @@ use crate::{
 struct Route {
     cfg: RouteConfig,
     client: client::UpstreamClient,
+    /// HTTP/1.1-only client for WebSocket handshakes (routes with `websocket = true`).
+    ws_client: Option<client::UpstreamClient>,
 }
 
 #[derive(Debug)]
@@ -45,6 +50,11 @@ impl Proxy {
                 Ok(Route {
                     cfg: r.clone(),
                     client: client::build(r.connect_timeout)?,
+                    ws_client: if r.websocket {
+                        Some(client::build_http1(r.connect_timeout)?)
+                    } else {
+                        None
+                    },
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -58,6 +68,19 @@ impl Proxy {
     /// Whether a configured route claims `path`.
     pub fn has_route(&self, path: &str) -> bool {
         self.route_for(path).is_some()
+    }
+
+    /// Whether the route claiming `path` is `public = true` (see `crate::csrf`).
+    pub fn is_public(&self, path: &str) -> bool {
+        self.route_for(path).is_some_and(|r| r.cfg.policy.public)
+    }
+
+    /// The route with exactly this prefix (aggregate parts name theirs at configuration time).
+    pub(crate) fn route_config(&self, prefix: &str) -> Option<&RouteConfig> {
+        self.routes
+            .iter()
+            .map(|r| &r.cfg)
+            .find(|r| r.prefix == prefix)
     }
 
     fn route_for(&self, path: &str) -> Option<&Route> {
@@ -83,13 +106,41 @@ pub async fn dispatch(
 async fn forward(
     state: &AppState,
     current: CurrentSession,
-    req: Request,
+    mut req: Request,
 ) -> Result<Response, ApiError> {
     let proxy = &state.proxy;
     let Some(route) = proxy.route_for(req.uri().path()) else {
         return Ok(state.pwa.serve(req).await);
     };
+    // Route policy and client profile: a refused request never reaches the upstream.
+    let plan = match compose::gate(
+        state,
+        &route.cfg,
+        req.method(),
+        req.headers(),
+        current.0.as_deref(),
+    ) {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    if route.cfg.policy.public {
+        if websocket::is_upgrade(req.headers()) {
+            // A WebSocket is tied to a session (it is closed when the session ends).
+            return Err(ApiError::BadRequest("upgrade not allowed on this route"));
+        }
+        return forward_public(state, route, req, plan).await;
+    }
     let session = current.0.ok_or(ApiError::Unauthenticated)?;
+    // WebSocket upgrades: only on routes that allow them, same Origin (see websocket.rs).
+    let ws = if websocket::is_upgrade(req.headers()) {
+        Some(websocket::admit(
+            route,
+            &mut req,
+            &state.config.server.public_origin.origin,
+        )?)
+    } else {
+        None
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -124,18 +175,7 @@ async fn forward(
     // X-Forwarded-For: the incoming chain is kept only when the peer is a trusted proxy; the
     // peer's own address is always appended.
     let peer = client_ip::peer_addr(&req);
-    let prior_xff = peer
-        .filter(|p| {
-            state
-                .config
-                .server
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(p))
-        })
-        .and_then(|_| req.headers().get("x-forwarded-for"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let prior_xff = forwarded_chain(state, peer, req.headers());
     let (mut parts, body) = req.into_parts();
     headers::upstream_request(
         &mut parts.headers,
@@ -145,9 +185,13 @@ async fn forward(
         &state.config.server.public_origin,
     )
     .map_err(|_| ApiError::Internal)?;
+    plan.prepare_request(&mut parts.headers);
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
+    if let Some(hs) = ws {
+        return websocket::connect(state, route, &session, hs, parts).await;
+    }
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, proxy.max_body));
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(route.cfg.timeout, route.client.request(upstream_req)).await;
@@ -163,7 +207,117 @@ async fn forward(
     };
     let (mut parts, body) = resp.into_parts();
     headers::downstream_response(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    if sse::is_event_stream(&parts.headers) {
+        let handle = state.sessions.streams().open(
+            std::sync::Arc::clone(state.sessions.store()),
+            session.key.clone(),
+            session.record.absolute_expires_at,
+            state.config.session.stream_recheck_interval,
+        );
+        let body = sse::until_session_ends(body, handle);
+        return plan.finish(parts, body, route.cfg.timeout).await;
+    }
+    plan.finish(parts, body, route.cfg.timeout).await
+}
+
+/// The incoming `X-Forwarded-For` chain, kept only when the peer is a trusted proxy.
+pub(crate) fn forwarded_chain(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    headers: &http::HeaderMap,
+) -> Option<String> {
+    peer.filter(|p| {
+        state
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(p))
+    })
+    .and_then(|_| headers.get("x-forwarded-for"))
+    .and_then(|v| v.to_str().ok())
+    .map(str::to_owned)
+}
+
+/// A `public = true` route: no session needed and no token attached. The browser's cookie and
+/// credentials are stripped as on every route, so the upstream gets no ambient authority.
+async fn forward_public(
+    state: &AppState,
+    route: &Route,
+    req: Request,
+    plan: compose::Plan,
+) -> Result<Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.proxy.max_body) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let uri = upstream_uri(&route.cfg, req.uri())?;
+    let peer = client_ip::peer_addr(&req);
+    let prior_xff = forwarded_chain(state, peer, req.headers());
+    let (mut parts, body) = req.into_parts();
+    headers::upstream_request(
+        &mut parts.headers,
+        "",
+        peer,
+        prior_xff,
+        &state.config.server.public_origin,
+    )
+    .map_err(|_| ApiError::Internal)?;
+    parts.headers.remove(header::AUTHORIZATION);
+    plan.prepare_request(&mut parts.headers);
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    let upstream_req = http::Request::from_parts(parts, Limited::new(body, state.proxy.max_body));
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(route.cfg.timeout, route.client.request(upstream_req)).await;
+    state.metrics.upstream(started.elapsed());
+    let resp = match sent {
+        Err(_) => {
+            state.metrics.upstream_error("timeout");
+            return Err(ApiError::GatewayTimeout);
+        }
+        Ok(Err(e)) => return Err(classify(state, &route.cfg, &e)),
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    headers::downstream_response(&mut parts.headers);
+    plan.finish(parts, body, route.cfg.timeout).await
+}
+
+/// A `GET` of the gateway itself (an aggregate part) to `path_and_query`, a gateway path under
+/// the route with exactly this `prefix`: the proxy's pooled client and URL mapping, so the
+/// route's upstream stays the only one reachable. `headers` are final; the caller sets the
+/// timeout.
+pub(crate) async fn get_part(
+    state: &AppState,
+    prefix: &str,
+    path_and_query: &str,
+    headers: http::HeaderMap,
+) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    let route = state
+        .proxy
+        .routes
+        .iter()
+        .find(|r| r.cfg.prefix == prefix)
+        .ok_or(ApiError::Internal)?;
+    let incoming: Uri = path_and_query
+        .parse()
+        .map_err(|_| ApiError::BadRequest("invalid upstream URL"))?;
+    if !path_within(incoming.path(), prefix) {
+        return Err(ApiError::Internal);
+    }
+    let mut req = http::Request::new(Limited::new(Body::empty(), 0));
+    *req.uri_mut() = upstream_uri(&route.cfg, &incoming)?;
+    *req.headers_mut() = headers;
+    let started = std::time::Instant::now();
+    let sent = route.client.request(req).await;
+    state.metrics.upstream(started.elapsed());
+    sent.map_err(|e| classify(state, &route.cfg, &e))
 }
 
 fn classify(
@@ -175,6 +329,13 @@ fn classify(
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
             return ApiError::PayloadTooLarge;
+        }
+        // The browser's request body failed while it streamed to the upstream (broken chunked
+        // framing, a connection cut mid-body): the client's fault, not the upstream's. Upstream
+        // failures never surface as `axum::Error`, which only wraps the incoming body's errors.
+        if s.is::<axum::Error>() {
+            tracing::info!(route = %route.prefix, error = %e, "request body failed while forwarding");
+            return ApiError::BadRequest("malformed request body");
         }
         source = s.source();
     }
@@ -218,6 +379,8 @@ mod tests {
             upstream: upstream.parse().expect("url"),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            websocket: false,
+            policy: Default::default(),
         }
     }
 

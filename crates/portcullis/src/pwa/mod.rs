@@ -19,7 +19,7 @@
 pub mod csp;
 mod files;
 pub mod path;
-mod rewrite;
+pub mod rewrite;
 
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,13 @@
-//! The listener: plain TCP or TLS (rustls), HTTP/1.1 and HTTP/2, header size limits, and a
-//! graceful shutdown on SIGTERM/SIGINT that drains in-flight requests.
+//! The listener: plain TCP or TLS (rustls), HTTP/1.1 and HTTP/2, header size limits, hot
+//! reload on SIGHUP (see [`crate::reload`]), and a graceful shutdown on SIGTERM/SIGINT:
+//! readiness fails at once, new connections are still accepted for `server.shutdown_delay` (so
+//! load balancers notice), then the listener closes, WebSocket/SSE streams are told to go away
+//! and in-flight requests drain for up to `server.drain_timeout`.
 
+mod live;
 mod tls;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
@@ -12,22 +16,19 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::{AppState, app, config::Config};
+pub use live::Live;
 
-/// How long a connection may take to send a request's headers. hyper also applies it to the wait
-/// for the next request on an idle keep-alive connection, so it must outlast load balancers' idle
-/// timeouts (AWS ALB: 60 s by default), or they reuse connections we are closing and answer 502.
-/// 75 s is nginx's keep-alive default.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+use crate::{AppState, config::Config, reload::Reloader};
+
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Loads everything, starts provider discovery in the background and serves until a signal.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// `path` is the config file, re-read on SIGHUP.
+pub async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen).await?;
     let admin = match &config.admin {
         Some(a) => Some(TcpListener::bind(a.listen).await?),
@@ -41,27 +42,66 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     state.oidc.spawn_discovery();
+    let live = Live::new(state);
+    let reloader = Arc::new(Reloader::new(path, live.clone()));
+    live.set_reloader(&reloader);
+    reload_on_sighup(reloader);
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     if let Some(listener) = admin {
-        serve_admin(listener, state.clone(), admin_stopped);
+        serve_live_admin(listener, Arc::clone(&live), admin_stopped);
     }
-    let result = run(listener, state, shutdown_signal()).await;
+    let result = run_live(listener, live, shutdown_signal()).await;
     let _ = stop_admin.send(true);
     result
 }
 
-/// The operators' listener (see `crate::admin`), stopped together with the main one.
+#[cfg(unix)]
+fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Logged and counted inside; the old config keeps serving on error.
+                    let _ = reloader.reload().await;
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload via the admin listener only")
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_reloader: Arc<Reloader>) {}
+
+/// The operators' listener (see `crate::admin`) for a fixed state (tests).
 pub fn serve_admin(
     listener: TcpListener,
     state: AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    serve_live_admin(listener, Live::new(state), stop);
+}
+
+/// The operators' listener on the live state, stopped together with the main one.
+pub fn serve_live_admin(
+    listener: TcpListener,
+    live: Arc<Live>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let router =
+        Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+            live.admin().oneshot(req)
+        }));
     tokio::spawn(async move {
         tracing::info!(addr = ?listener.local_addr().ok(), "admin listener");
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, crate::admin::router(state))
+        if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(stopped)
             .await
         {
@@ -76,53 +116,114 @@ pub async fn run(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_live(listener, Live::new(state), shutdown).await
+}
+
+/// Serves the live state until `shutdown`, then stops as the module docs say.
+pub async fn run_live(
+    listener: TcpListener,
+    live: Arc<Live>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let state = live.state();
     let tls = match &state.config.server.tls {
         Some(files) => Some(tls::acceptor(files)?),
         None => None,
     };
     let max_header = state.config.server.max_header_bytes;
-    let router: Router = app(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // `server.header_read_timeout` (default 75 s): how long a connection may take to send a
+        // request's headers. hyper also applies it to the wait for the next request on an idle
+        // keep-alive connection, so it must outlast load balancers' idle timeouts (AWS ALB: 60 s
+        // by default), or they reuse connections we are closing and answer 502. 75 s is nginx's
+        // keep-alive default. Slow-header (slowloris) clients are cut when it expires.
+        .header_read_timeout(state.config.server.header_read_timeout)
         .max_buf_size(max_header.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening");
+    drop(state);
+    let conns = Connections {
+        builder: Arc::new(builder),
+        tls,
+        graceful: GracefulShutdown::new(),
+        live: Arc::clone(&live),
+    };
+    tracing::info!(addr = %listener.local_addr()?, tls = conns.tls.is_some(), "listening");
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        tokio::select! {
+            accepted = listener.accept() => conns.accepted(accepted).await,
             () = &mut shutdown => break,
-        };
+        }
+    }
+    // Unready first; keep accepting while load balancers notice.
+    live.state().lifecycle.start_draining();
+    let delay = live.state().config.server.shutdown_delay;
+    tracing::info!(
+        ?delay,
+        "shutting down: readiness fails now; still accepting for the delay"
+    );
+    let delay = tokio::time::sleep(delay);
+    tokio::pin!(delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut delay => break,
+            accepted = listener.accept() => conns.accepted(accepted).await,
+        }
+    }
+    drop(listener);
+    let streams = live.close_streams();
+    let drain = live.state().config.server.drain_timeout;
+    tracing::info!(streams, ?drain, "listener closed: draining connections");
+    tokio::select! {
+        () = conns.graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain deadline passed; closing"),
+    }
+    Ok(())
+}
+
+/// Serves accepted connections on the live routers, watched for the graceful shutdown.
+struct Connections {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    graceful: GracefulShutdown,
+    live: Arc<Live>,
+}
+
+impl Connections {
+    async fn accepted(&self, accepted: std::io::Result<(TcpStream, std::net::SocketAddr)>) {
+        match accepted {
+            Ok((stream, peer)) => self.spawn(stream, peer),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |req: http::Request<Incoming>| {
+        let live = Arc::clone(&self.live);
+        // Each request runs on the routers current when it arrives (see `live`).
+        let service =
+            TowerToHyperService::new(tower::service_fn(move |req: http::Request<Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
-        ));
-        let builder = Arc::clone(&builder);
-        match &tls {
+                live.public().oneshot(req)
+            }));
+        let builder = Arc::clone(&self.builder);
+        match &self.tls {
             None => {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                let conn = graceful.watch(conn);
+                let conn = self.graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -131,7 +232,7 @@ pub async fn run(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
+                let watcher = self.graceful.watcher();
                 tokio::spawn(async move {
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
@@ -150,13 +251,6 @@ pub async fn run(
             }
         }
     }
-    drop(listener);
-    tracing::info!("shutting down: draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing"),
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod layer;
 mod record;
 pub mod refresh;
+pub mod streams;
 pub mod ticket;
 
 use std::{sync::Arc, time::Duration};
@@ -47,6 +48,8 @@ pub struct SessionManager {
     keys: KeyRing,
     pub absolute_lifetime: Duration,
     pub idle_timeout: Duration,
+    /// Live WebSocket/SSE streams per session: every way of ending a session here closes them.
+    streams: streams::Streams,
 }
 
 impl SessionManager {
@@ -61,7 +64,21 @@ impl SessionManager {
             keys,
             absolute_lifetime,
             idle_timeout,
+            streams: streams::Streams::default(),
         }
+    }
+
+    /// The registry of live streams (see [`streams`]).
+    pub fn streams(&self) -> &streams::Streams {
+        &self.streams
+    }
+
+    /// Uses an existing registry (a config reload keeps the running one, so a logout handled
+    /// after the reload still closes streams opened before it at once).
+    #[must_use]
+    pub fn with_streams(mut self, streams: streams::Streams) -> Self {
+        self.streams = streams;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -132,10 +149,12 @@ impl SessionManager {
 
     /// Ends every session in the store (an emergency brake), on every instance sharing it.
     pub async fn end_all(&self) -> Result<usize, SessionError> {
-        Ok(self
+        let n = self
             .store
             .delete_all(ticket::Namespace::Session.prefix())
-            .await?)
+            .await?;
+        self.streams.end_all_sessions();
+        Ok(n)
     }
 
     async fn end_index(&self, index: &IndexKey) -> Result<usize, SessionError> {
@@ -145,6 +164,7 @@ impl SessionManager {
                 ended += 1;
             }
             self.store.delete(&key).await?;
+            self.streams.end_session(&key);
             self.store.index_remove(index, &key).await?;
         }
         Ok(ended)
@@ -153,14 +173,16 @@ impl SessionManager {
     /// Loads the session a cookie ticket names. `None` when absent, expired, forged or sealed
     /// under a retired key. Store failures are errors: the caller refuses the request.
     pub async fn load(&self, ticket: Ticket) -> Result<Option<Session>, SessionError> {
-        let key = ticket.store_key(Namespace::Session);
+        // One HMAC key set-up for both the store key and the record's key derivation.
+        let record_key = seal::RecordKey::new(ticket.secret());
+        let key = Ticket::store_key_keyed(&record_key, Namespace::Session);
         let Some(entry) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        let record: SessionRecord = match seal::open_json(
+        let record: SessionRecord = match seal::open_json_keyed(
             &self.keys,
             Purpose::Session,
-            ticket.secret(),
+            &record_key,
             key.0.as_bytes(),
             &entry.value,
         ) {
@@ -211,6 +233,7 @@ impl SessionManager {
 
     pub async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {
         self.store.delete(key).await?;
+        self.streams.end_session(key);
         Ok(())
     }
 

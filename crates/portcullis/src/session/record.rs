@@ -11,6 +11,14 @@ pub struct SessionRecord {
     pub sid: Option<String>,
     /// The ID token claims `/bff/session` may show (already filtered by `oidc.session_claims`).
     pub user: Map<String, Value>,
+    /// ID token claims route policies and aggregate placeholders need beyond `user` (only
+    /// those, see `crate::compose`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub claims: Map<String, Value>,
+    /// Scopes granted to the access token at login: the token response's `scope`, else the
+    /// requested ones (RFC 6749 §5.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     pub csrf_token: String,
     pub access_token: String,
     pub access_expires_at: Option<u64>,

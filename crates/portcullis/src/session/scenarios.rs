@@ -26,6 +26,8 @@ fn record(sub: &str, absolute_in: u64) -> SessionRecord {
         iss: "https://idp".into(),
         sid: None,
         user: Default::default(),
+        claims: Default::default(),
+        scopes: Vec::new(),
         csrf_token: "c".into(),
         access_token: "at".into(),
         access_expires_at: None,

@@ -4,11 +4,13 @@
 use std::fmt;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ring::hmac;
 use zeroize::Zeroizing;
 
 use crate::{
-    crypto::random::{self, RandomError},
+    crypto::{
+        random::{self, RandomError},
+        seal::RecordKey,
+    },
     store::StoreKey,
 };
 
@@ -76,8 +78,14 @@ impl Ticket {
     /// about the ticket and cannot be turned back into a cookie. It does not involve the server
     /// key ring, so rotating keys never moves a session.
     pub fn store_key(&self, ns: Namespace) -> StoreKey {
+        Self::store_key_keyed(&RecordKey::new(self.secret()), ns)
+    }
+
+    /// [`Ticket::store_key`] from the ticket already keyed for HMAC (the same key opens the
+    /// record: see [`RecordKey`]).
+    pub fn store_key_keyed(key: &RecordKey, ns: Namespace) -> StoreKey {
         let (label, prefix) = ns.label();
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, self.secret()), label);
+        let tag = key.sign(label);
         StoreKey(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(tag.as_ref())))
     }
 }

@@ -3,6 +3,8 @@
 //! so tests can assert that no secret is ever logged.
 #![allow(dead_code)]
 
+pub mod leak;
+pub mod raw_http;
 pub mod running;
 
 use std::time::Duration;

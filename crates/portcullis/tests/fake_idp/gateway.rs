@@ -70,6 +70,12 @@ impl Gateway {
     /// Starts the gateway for `idp`, authenticating to it with `client_secret`, and loads the
     /// provider's metadata and keys before returning.
     pub async fn start(idp: &FakeIdp, client_secret: &str) -> Gateway {
+        Self::start_with(idp, client_secret, "").await
+    }
+
+    /// Like [`start`](Self::start), with `extra` appended to the configuration: more `[oidc]`
+    /// keys first (the file ends inside `[oidc]`), then any further tables (routes, ...).
+    pub async fn start_with(idp: &FakeIdp, client_secret: &str, extra: &str) -> Gateway {
         running::init_logs("portcullis=debug");
         let bound = BoundPort::bind().await;
         let (port, base) = (bound.port, bound.base.clone());
@@ -91,6 +97,7 @@ client_secret_file = "{secret}"
 scopes = ["openid", "profile", "email"]
 session_claims = ["sub", "name", "email"]
 http_timeout = "3s"
+{extra}
 "#,
             issuer = idp.issuer(),
         );

@@ -51,6 +51,14 @@ pub enum TokenReply {
 
 pub type Script = Box<dyn Fn(&Grant) -> TokenReply + Send + Sync>;
 
+/// How the token endpoint answers `grant_type=refresh_token` for [`REFRESH_TOKEN`].
+pub type RefreshScript = Box<dyn Fn() -> TokenReply + Send + Sync>;
+
+/// The refresh token every successful code exchange hands out.
+pub const REFRESH_TOKEN: &str = "rt-opaque-1";
+/// The access token a successful refresh hands out.
+pub const REFRESHED_ACCESS_TOKEN: &str = "at-opaque-2";
+
 /// What the token endpoint saw in one request.
 #[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
@@ -73,6 +81,9 @@ struct Shared {
     jwks_fetches: AtomicUsize,
     grants: Mutex<HashMap<String, Grant>>,
     script: Mutex<Option<Script>>,
+    refresh_script: Mutex<Option<RefreshScript>>,
+    /// `expires_in` of issued access tokens (seconds).
+    expires_in: std::sync::atomic::AtomicU64,
     token_requests: Mutex<Vec<TokenRequest>>,
 }
 
@@ -134,6 +145,8 @@ impl FakeIdp {
             jwks_fetches: AtomicUsize::new(0),
             grants: Mutex::default(),
             script: Mutex::default(),
+            refresh_script: Mutex::default(),
+            expires_in: std::sync::atomic::AtomicU64::new(3600),
             token_requests: Mutex::default(),
         });
         let app = Router::new()
@@ -177,6 +190,16 @@ impl FakeIdp {
     /// How the token endpoint answers a well-formed request.
     pub fn script(&self, f: impl Fn(&Grant) -> TokenReply + Send + Sync + 'static) {
         *lock(&self.shared.script) = Some(Box::new(f));
+    }
+
+    /// How the token endpoint answers a refresh with [`REFRESH_TOKEN`] (unscripted: `invalid_grant`).
+    pub fn script_refresh(&self, f: impl Fn() -> TokenReply + Send + Sync + 'static) {
+        *lock(&self.shared.refresh_script) = Some(Box::new(f));
+    }
+
+    /// `expires_in` of the access tokens issued from now on.
+    pub fn set_expires_in(&self, secs: u64) {
+        self.shared.expires_in.store(secs, Ordering::SeqCst);
     }
 
     pub fn token_requests(&self) -> Vec<TokenRequest> {
@@ -258,6 +281,9 @@ fn answer_token(
     if !client_ok || form.contains_key("client_secret") {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        return answer_refresh(s, form);
+    }
     if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
         return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
     }
@@ -280,8 +306,8 @@ fn answer_token(
     let mut tokens = json!({
         "access_token": "at-opaque-1",
         "token_type": "Bearer",
-        "expires_in": 3600,
-        "refresh_token": "rt-opaque-1",
+        "expires_in": s.expires_in.load(Ordering::SeqCst),
+        "refresh_token": REFRESH_TOKEN,
     });
     match reply {
         TokenReply::IdToken(t) => {
@@ -292,6 +318,32 @@ fn answer_token(
                 Json(tokens),
             )
                 .into_response()
+        }
+        TokenReply::NoIdToken => (StatusCode::OK, Json(tokens)).into_response(),
+        TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),
+        TokenReply::Raw(status, content_type, body) => {
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+    }
+}
+
+fn answer_refresh(s: &Shared, form: &HashMap<String, String>) -> Response {
+    if form.get("refresh_token").map(String::as_str) != Some(REFRESH_TOKEN) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let reply = match lock(&s.refresh_script).as_ref() {
+        Some(script) => script(),
+        None => TokenReply::OAuthError("invalid_grant"),
+    };
+    let mut tokens = json!({
+        "access_token": REFRESHED_ACCESS_TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+    });
+    match reply {
+        TokenReply::IdToken(t) => {
+            tokens["id_token"] = Value::from(t);
+            (StatusCode::OK, Json(tokens)).into_response()
         }
         TokenReply::NoIdToken => (StatusCode::OK, Json(tokens)).into_response(),
         TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),

@@ -1,0 +1,99 @@
+//! The state being served, swappable by a config reload: every request (on either listener)
+//! runs on the routers current when it arrives, so a reload needs no new connections and drops
+//! none; requests already running finish on the state they started with.
+
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+
+use axum::{Extension, Router};
+
+use crate::{
+    AppState, app,
+    reload::{Reloader, Swap},
+};
+
+struct Serving {
+    state: AppState,
+    public: Router,
+    admin: Router,
+}
+
+/// The live state and its routers (see the module docs).
+pub struct Live {
+    serving: RwLock<Arc<Serving>>,
+    /// Set by `serve` (tests that run only the listener have none); weak, as the reloader
+    /// holds the `Live`.
+    reloader: OnceLock<Weak<Reloader>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+fn build(state: AppState, reloader: Option<&Weak<Reloader>>) -> Arc<Serving> {
+    let mut admin = crate::admin::router(state.clone());
+    if let Some(r) = reloader {
+        admin = admin.layer(Extension(Weak::clone(r)));
+    }
+    Arc::new(Serving {
+        public: app(state.clone()),
+        admin,
+        state,
+    })
+}
+
+impl Live {
+    pub fn new(state: AppState) -> Arc<Self> {
+        Arc::new(Live {
+            serving: RwLock::new(build(state, None)),
+            reloader: OnceLock::new(),
+        })
+    }
+
+    /// Enables `POST /reload` on the admin listener.
+    pub fn set_reloader(&self, reloader: &Arc<Reloader>) {
+        let weak = Arc::downgrade(reloader);
+        let mut serving = self.serving.write().unwrap_or_else(|p| p.into_inner());
+        *serving = build(serving.state.clone(), Some(&weak));
+        let _ = self.reloader.set(weak);
+    }
+
+    fn serving(&self) -> Arc<Serving> {
+        Arc::clone(&self.serving.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn state(&self) -> AppState {
+        self.serving().state.clone()
+    }
+
+    pub fn public(&self) -> Router {
+        self.serving().public.clone()
+    }
+
+    pub fn admin(&self) -> Router {
+        self.serving().admin.clone()
+    }
+
+    fn put(&self, state: AppState) {
+        let next = build(state, self.reloader.get());
+        // Reloads carry the stream registry over (see `reload::Carried`), so the current state's
+        // registry holds every live stream.
+        *self.serving.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// Tells every WebSocket/SSE stream to close ("going away"); returns how many.
+    pub fn close_streams(&self) -> usize {
+        self.serving().state.streams.close_all()
+    }
+}
+
+impl Swap for Live {
+    fn current(&self) -> AppState {
+        self.state()
+    }
+
+    fn install(&self, state: AppState) {
+        self.put(state);
+    }
+}

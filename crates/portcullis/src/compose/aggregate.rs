@@ -27,7 +27,6 @@ use super::{
 };
 use crate::{
     AppState,
-    audit::AuditEvent,
     config::{AggregateConfig, PartConfig, RouteConfig},
     http::{client_ip, problem::ApiError},
     proxy,
@@ -96,29 +95,9 @@ async fn run(
         planned.push((part, route, target, allowed));
     }
     let token = if planned.iter().any(|(_, r, _, ok)| *ok && !r.policy.public) {
-        match state
-            .refresher
-            .access_token(&state.sessions, &state.oidc, &session)
+        crate::proxy::access_token(state, req.headers(), client_ip::peer_addr(&req), &session)
             .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                // The same audit trail as a proxied request whose refresh fails.
-                let ctx = state.audit_context(req.headers(), client_ip::peer_addr(&req));
-                state.audit.event(AuditEvent {
-                    event: "refresh_failure",
-                    reason: Some(match e {
-                        ApiError::Unauthenticated => "session_ended",
-                        _ => "unavailable",
-                    }),
-                    subject: Some(&session.record.sub),
-                    session: Some(&session.key),
-                    ctx: Some(&ctx),
-                    ..AuditEvent::default()
-                });
-                return Err(err(e));
-            }
-        }
+            .map_err(err)?
     } else {
         String::new()
     };

@@ -149,28 +149,7 @@ async fn forward(
     if declared.is_some_and(|n| n > proxy.max_body) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let token = match state
-        .refresher
-        .access_token(&state.sessions, &state.oidc, &session)
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            let ctx = state.audit_context(req.headers(), client_ip::peer_addr(&req));
-            state.audit.event(AuditEvent {
-                event: "refresh_failure",
-                reason: Some(match e {
-                    ApiError::Unauthenticated => "session_ended",
-                    _ => "unavailable",
-                }),
-                subject: Some(&session.record.sub),
-                session: Some(&session.key),
-                ctx: Some(&ctx),
-                ..AuditEvent::default()
-            });
-            return Err(e);
-        }
-    };
+    let token = access_token(state, req.headers(), client_ip::peer_addr(&req), &session).await?;
     let uri = upstream_uri(&route.cfg, req.uri())?;
     // X-Forwarded-For: the incoming chain is kept only when the peer is a trusted proxy; the
     // peer's own address is always appended.
@@ -318,6 +297,34 @@ pub(crate) async fn get_part(
     let sent = route.client.request(req).await;
     state.metrics.upstream(started.elapsed());
     sent.map_err(|e| classify(state, &route.cfg, &e))
+}
+
+/// The session's access token, refreshed first if it is due. A failed refresh is audited here,
+/// so proxied requests, aggregates and WebSocket handshakes leave the same trail.
+pub(crate) async fn access_token(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    session: &crate::session::Session,
+) -> Result<String, ApiError> {
+    state
+        .refresher
+        .access_token(&state.sessions, &state.oidc, session)
+        .await
+        .inspect_err(|e| {
+            let ctx = state.audit_context(headers, peer);
+            state.audit.event(AuditEvent {
+                event: "refresh_failure",
+                reason: Some(match e {
+                    ApiError::Unauthenticated => "session_ended",
+                    _ => "unavailable",
+                }),
+                subject: Some(&session.record.sub),
+                session: Some(&session.key),
+                ctx: Some(&ctx),
+                ..AuditEvent::default()
+            });
+        })
 }
 
 fn classify(

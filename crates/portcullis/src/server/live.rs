@@ -2,8 +2,9 @@
 //! runs on the routers current when it arrives, so a reload needs no new connections and drops
 //! none; requests already running finish on the state they started with.
 
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
+use arc_swap::ArcSwap;
 use axum::{Extension, Router};
 
 use crate::{
@@ -19,7 +20,8 @@ struct Serving {
 
 /// The live state and its routers (see the module docs).
 pub struct Live {
-    serving: RwLock<Arc<Serving>>,
+    /// Read on every request: a lock-free load, no shared lock word bouncing between cores.
+    serving: ArcSwap<Serving>,
     /// Set by `serve` (tests that run only the listener have none); weak, as the reloader
     /// holds the `Live`.
     reloader: OnceLock<Weak<Reloader>>,
@@ -46,7 +48,7 @@ fn build(state: AppState, reloader: Option<&Weak<Reloader>>) -> Arc<Serving> {
 impl Live {
     pub fn new(state: AppState) -> Arc<Self> {
         Arc::new(Live {
-            serving: RwLock::new(build(state, None)),
+            serving: ArcSwap::new(build(state, None)),
             reloader: OnceLock::new(),
         })
     }
@@ -54,37 +56,34 @@ impl Live {
     /// Enables `POST /reload` on the admin listener.
     pub fn set_reloader(&self, reloader: &Arc<Reloader>) {
         let weak = Arc::downgrade(reloader);
-        let mut serving = self.serving.write().unwrap_or_else(|p| p.into_inner());
-        *serving = build(serving.state.clone(), Some(&weak));
+        // Called once by `serve`, before the first reload can run.
+        self.serving
+            .store(build(self.serving.load().state.clone(), Some(&weak)));
         let _ = self.reloader.set(weak);
     }
 
-    fn serving(&self) -> Arc<Serving> {
-        Arc::clone(&self.serving.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
     pub fn state(&self) -> AppState {
-        self.serving().state.clone()
+        self.serving.load().state.clone()
     }
 
     pub fn public(&self) -> Router {
-        self.serving().public.clone()
+        self.serving.load().public.clone()
     }
 
     pub fn admin(&self) -> Router {
-        self.serving().admin.clone()
+        self.serving.load().admin.clone()
     }
 
     fn put(&self, state: AppState) {
         let next = build(state, self.reloader.get());
         // Reloads carry the stream registry over (see `reload::Carried`), so the current state's
         // registry holds every live stream.
-        *self.serving.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.serving.store(next);
     }
 
     /// Tells every WebSocket/SSE stream to close ("going away"); returns how many.
     pub fn close_streams(&self) -> usize {
-        self.serving().state.streams.close_all()
+        self.serving.load().state.streams.close_all()
     }
 }
 

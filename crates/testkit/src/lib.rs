@@ -50,3 +50,24 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("binding 127.0.0.1:0 to find a free port")
 }
+
+/// Serves `app` on `listener` in the background until the returned sender is used or dropped;
+/// `label` names the server in the error line printed if it fails.
+pub fn spawn_router(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    label: &'static str,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            eprintln!("[{label}] server error: {e}");
+        }
+    });
+    tx
+}

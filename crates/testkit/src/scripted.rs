@@ -118,17 +118,7 @@ impl ScriptedUpstream {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                eprintln!("[scripted upstream] server error: {e}");
-            }
-        });
+        let tx = crate::spawn_router(listener, app, "scripted upstream");
         Ok(ScriptedUpstream {
             addr,
             shared,

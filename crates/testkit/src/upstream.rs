@@ -142,17 +142,7 @@ impl RecordingUpstream {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                eprintln!("[upstream] server error: {e}");
-            }
-        });
+        let tx = crate::spawn_router(listener, app, "upstream");
         Ok(RecordingUpstream {
             addr,
             shared,

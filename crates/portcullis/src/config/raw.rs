@@ -203,7 +203,9 @@ pub struct RawRoute {
     /// Allows WebSocket upgrades on this route (off by default).
     #[serde(default)]
     pub websocket: bool,
-    /// Policy keys (see `super::compose::RawPolicy`).
+    /// Policy keys (see `super::compose::RawPolicy`), spelled out rather than
+    /// `#[serde(flatten)]`: serde does not support `flatten` together with
+    /// `deny_unknown_fields`, and a misspelt route key must stay an error.
     pub methods: Option<Vec<String>>,
     pub public: Option<bool>,
     #[serde(default)]

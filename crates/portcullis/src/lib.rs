@@ -36,6 +36,7 @@ mod telemetry;
 use std::sync::Arc;
 
 use axum::{Router, middleware, routing::get};
+use tower::ServiceBuilder;
 
 use crate::{
     config::{Config, StoreConfig},
@@ -149,6 +150,7 @@ impl AppState {
             config.session.absolute_lifetime,
             config.session.idle_timeout,
         )
+        .with_open_cache(config.session.open_cache_entries)
         .with_streams(streams.clone());
         let proxy = Arc::new(proxy::Proxy::new(&config)?);
         let pwa = Arc::new(pwa::Pwa::new(&config));
@@ -204,40 +206,53 @@ impl AppState {
 }
 
 /// The whole HTTP stack.
+///
+/// The middleware is composed once around the routers (`ServiceBuilder`), not with
+/// `Router::layer`: that wraps every route in its own boxed copy of the stack, and each layer
+/// then clones the boxed rest of it on every request, so the allocations per request grew with
+/// the square of the number of layers (measured in docs/performance.md).
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routed = Router::new()
         .nest(&state.config.bff_prefix, bff::router())
         .merge(compose::router(&state.config.compose))
         .fallback(proxy::dispatch)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            csrf::require_token,
-        ))
+        .with_state(state.clone());
+    let gated = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::layer::load_session,
         ))
-        // Added after the session layer, so probes never depend on (or touch) a session.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::require_token,
+        ))
+        .service(routed);
+    // Probes sit beside the session and CSRF layers, so they never depend on (or touch) a session.
+    let probed = Router::new()
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
-        // Inside the security headers, outside everything else: every response, errors of the
-        // hygiene layer included, leaves with a Content-Security-Policy.
+        .fallback_service(gated)
+        .with_state(state.clone());
+    let outer = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(
-            state.pwa.clone(),
-            pwa::fallback_csp,
-        ))
-        .layer(middleware::from_fn_with_state(
-            SecurityHeaders::new(&state.config.headers),
-            http::security_headers::apply,
+            state.clone(),
+            metrics::track,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             telemetry::request_span,
         ))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
+            SecurityHeaders::new(&state.config.headers),
+            http::security_headers::apply,
         ))
-        .with_state(state)
+        // Inside the security headers, outside everything else: every response, errors of the
+        // hygiene layer included, leaves with a Content-Security-Policy.
+        .layer(middleware::from_fn_with_state(
+            state.pwa.clone(),
+            pwa::fallback_csp,
+        ))
+        .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
+        .service(probed);
+    Router::new().fallback_service(outer)
 }

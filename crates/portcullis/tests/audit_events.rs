@@ -130,6 +130,7 @@ async fn security_events_are_audited_without_secrets() {
         .expect("session")
         .record
         .sid
+        .clone()
         .expect("sid");
     stack
         .idp

@@ -107,7 +107,8 @@ async fn events_pass_one_by_one_with_the_bearer_token() {
         .await
         .expect("session")
         .record
-        .access_token;
+        .access_token
+        .clone();
     assert!(
         req.iter()
             .any(|(k, v)| k == "authorization" && *v == format!("Bearer {token}"))

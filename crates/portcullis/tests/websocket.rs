@@ -207,7 +207,8 @@ async fn upgrades_need_a_session_our_origin_and_a_websocket_route() {
         .await
         .expect("session")
         .record
-        .access_token;
+        .access_token
+        .clone();
     assert_eq!(
         get("authorization"),
         Some(format!("Bearer {token}").as_str())
@@ -350,6 +351,7 @@ async fn back_channel_logout_closes_the_socket() {
         .expect("session")
         .record
         .sid
+        .clone()
         .expect("sid in the ID token");
     let mut ws = open(&stack, 0, "/ws/chat", Some(&ticket), Some(&stack.base))
         .await

@@ -142,6 +142,9 @@ pub struct PublicOrigin {
     pub host: String,
 }
 
+/// Each slot may hold a record of a few KiB: a million is already gigabytes.
+const MAX_OPEN_CACHE_ENTRIES: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub cookie_name: String,
@@ -152,6 +155,8 @@ pub struct SessionConfig {
     /// How often a long-lived stream (WebSocket, SSE) re-checks in the store that its session
     /// still exists: bounds how late a logout on *another* instance closes it.
     pub stream_recheck_interval: Duration,
+    /// Slots of the memo of opened session records (`crate::session`); 0 turns it off.
+    pub open_cache_entries: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -501,8 +506,18 @@ impl Validator {
                 "must be between 1s and 1h",
             );
         }
+        let open_cache_entries = raw
+            .open_cache_entries
+            .unwrap_or(crate::session::DEFAULT_OPEN_CACHE_ENTRIES);
+        if open_cache_entries > MAX_OPEN_CACHE_ENTRIES {
+            self.problem(
+                "session.open_cache_entries",
+                "must be at most 1048576 (each slot may hold a session record)",
+            );
+        }
         Some(SessionConfig {
             cookie_name,
+            open_cache_entries,
             absolute_lifetime,
             idle_timeout,
             stream_recheck_interval,

@@ -164,6 +164,7 @@ pub struct RawSession {
     pub keys_env: Option<String>,
     pub keys_file: Option<String>,
     pub stream_recheck_interval: Option<String>,
+    pub open_cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,12 +6,15 @@
 
 pub mod cookie;
 pub mod layer;
+mod open_cache;
 mod record;
 pub mod refresh;
 pub mod streams;
 pub mod ticket;
 
 use std::{sync::Arc, time::Duration};
+
+use open_cache::{OpenCache, Opened};
 
 use bytes::Bytes;
 pub use record::SessionRecord;
@@ -34,13 +37,17 @@ pub enum SessionError {
     Seal(#[from] SealError),
 }
 
-/// A loaded session: its ticket (to re-seal), store key and record.
+/// A loaded session: its ticket (to re-seal), store key and record (shared with the memo of
+/// opened records; `Arc::make_mut` before changing it).
 #[derive(Debug)]
 pub struct Session {
     pub ticket: Ticket,
     pub key: StoreKey,
-    pub record: SessionRecord,
+    pub record: Arc<SessionRecord>,
 }
+
+/// Default size of the memo of opened records (`session.open_cache_entries`).
+pub const DEFAULT_OPEN_CACHE_ENTRIES: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct SessionManager {
@@ -50,6 +57,8 @@ pub struct SessionManager {
     pub idle_timeout: Duration,
     /// Live WebSocket/SSE streams per session: every way of ending a session here closes them.
     streams: streams::Streams,
+    /// Records already opened, by ticket (see [`open_cache`]).
+    opened: Arc<OpenCache>,
 }
 
 impl SessionManager {
@@ -65,7 +74,15 @@ impl SessionManager {
             absolute_lifetime,
             idle_timeout,
             streams: streams::Streams::default(),
+            opened: Arc::new(OpenCache::new(DEFAULT_OPEN_CACHE_ENTRIES)),
         }
+    }
+
+    /// Sizes the memo of opened records (0 turns it off).
+    #[must_use]
+    pub fn with_open_cache(mut self, entries: usize) -> Self {
+        self.opened = Arc::new(OpenCache::new(entries));
+        self
     }
 
     /// The registry of live streams (see [`streams`]).
@@ -97,7 +114,7 @@ impl SessionManager {
         let session = Session {
             ticket,
             key,
-            record,
+            record: Arc::new(record),
         };
         self.save(&session).await?;
         let ttl = Duration::from_secs(
@@ -153,6 +170,7 @@ impl SessionManager {
             .store
             .delete_all(ticket::Namespace::Session.prefix())
             .await?;
+        self.opened.clear();
         self.streams.end_all_sessions();
         Ok(n)
     }
@@ -164,6 +182,7 @@ impl SessionManager {
                 ended += 1;
             }
             self.store.delete(&key).await?;
+            self.opened.forget(&key);
             self.streams.end_session(&key);
             self.store.index_remove(index, &key).await?;
         }
@@ -173,35 +192,81 @@ impl SessionManager {
     /// Loads the session a cookie ticket names. `None` when absent, expired, forged or sealed
     /// under a retired key. Store failures are errors: the caller refuses the request.
     pub async fn load(&self, ticket: Ticket) -> Result<Option<Session>, SessionError> {
+        if let Some(known) = self.opened.get(&ticket) {
+            // The store is read on every request; the memo only spares re-opening the very same
+            // bytes (see `open_cache`).
+            let Some(entry) = self.store.get(&known.key).await? else {
+                self.opened.forget(&known.key);
+                return Ok(None);
+            };
+            if entry.value == known.sealed {
+                return self.admit(ticket, known.key, known.record, entry.ttl).await;
+            }
+            let record_key = seal::RecordKey::new(ticket.secret());
+            return self.open(ticket, &record_key, known.key, entry).await;
+        }
         // One HMAC key set-up for both the store key and the record's key derivation.
         let record_key = seal::RecordKey::new(ticket.secret());
         let key = Ticket::store_key_keyed(&record_key, Namespace::Session);
         let Some(entry) = self.store.get(&key).await? else {
             return Ok(None);
         };
+        self.open(ticket, &record_key, key, entry).await
+    }
+
+    /// Opens what the store holds under a ticket's key, and remembers it.
+    async fn open(
+        &self,
+        ticket: Ticket,
+        record_key: &seal::RecordKey,
+        key: StoreKey,
+        entry: crate::store::Entry,
+    ) -> Result<Option<Session>, SessionError> {
         let record: SessionRecord = match seal::open_json_keyed(
             &self.keys,
             Purpose::Session,
-            &record_key,
+            record_key,
             key.0.as_bytes(),
             &entry.value,
         ) {
             Ok(r) => r,
             Err(why) => {
                 tracing::warn!(store_key = ?key, why = %why, "dropping a session record that does not open");
+                self.opened.forget(&key);
                 self.store.delete(&key).await?;
                 return Ok(None);
             }
         };
+        let record = Arc::new(record);
+        self.opened.put(
+            &ticket,
+            Opened {
+                key: key.clone(),
+                sealed: entry.value,
+                record: Arc::clone(&record),
+            },
+        );
+        self.admit(ticket, key, record, entry.ttl).await
+    }
+
+    /// The lifetime checks every load ends with: absolute expiry, and the sliding idle timeout.
+    async fn admit(
+        &self,
+        ticket: Ticket,
+        key: StoreKey,
+        record: Arc<SessionRecord>,
+        ttl_left: Duration,
+    ) -> Result<Option<Session>, SessionError> {
         let now = now_unix();
         if record.absolute_expires_at <= now {
+            self.opened.forget(&key);
             self.store.delete(&key).await?;
             return Ok(None);
         }
         let wanted = self.ttl_for(&record, now);
         // Touch only once the TTL has run down by a tenth of the idle timeout (at most a minute).
         let slack = (self.idle_timeout / 10).min(Duration::from_secs(60));
-        if wanted > entry.ttl + slack {
+        if wanted > ttl_left + slack {
             self.store.touch(&key, wanted).await?;
         }
         Ok(Some(Session {
@@ -222,7 +287,7 @@ impl SessionManager {
             Purpose::Session,
             session.ticket.secret(),
             session.key.0.as_bytes(),
-            &session.record,
+            &*session.record,
         )?;
         let ttl = self.ttl_for(&session.record, now_unix());
         self.store
@@ -233,6 +298,7 @@ impl SessionManager {
 
     pub async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {
         self.store.delete(key).await?;
+        self.opened.forget(key);
         self.streams.end_session(key);
         Ok(())
     }

@@ -84,7 +84,7 @@ impl Refresher {
         loop {
             let current = reload(sessions, session).await?;
             if !needs_refresh(&current.record, skew, now_unix()) {
-                return Ok(current.record.access_token);
+                return Ok(current.record.access_token.clone());
             }
             match store
                 .try_lock(&session.key, LOCK_LEASE)
@@ -119,7 +119,7 @@ impl Refresher {
             oidc.config().refresh_skew,
             now_unix(),
         ) {
-            return Ok(current_fresh.record.access_token);
+            return Ok(current_fresh.record.access_token.clone());
         }
         current = current_fresh;
         let Some(rt) = current.record.refresh_token.clone() else {
@@ -130,13 +130,14 @@ impl Refresher {
         };
         match oidc.refresh(&rt, &current.record.sub).await {
             Ok(tokens) => {
-                current.record.access_token = tokens.access_token;
-                current.record.access_expires_at = tokens.access_expires_at;
+                let record = Arc::make_mut(&mut current.record);
+                record.access_token = tokens.access_token;
+                record.access_expires_at = tokens.access_expires_at;
                 if let Some(new_rt) = tokens.refresh_token {
-                    current.record.refresh_token = Some(new_rt);
+                    record.refresh_token = Some(new_rt);
                 }
                 if let Some(id) = tokens.id_token {
-                    current.record.id_token = Some(id.raw);
+                    record.id_token = Some(id.raw);
                 }
                 sessions.save(&current).await.map_err(|e| {
                     tracing::error!(error = %e, "refreshed tokens could not be stored");
@@ -145,7 +146,7 @@ impl Refresher {
                 })?;
                 self.metrics.refresh("success");
                 tracing::debug!(sub = %current.record.sub, "access token refreshed");
-                Ok(current.record.access_token)
+                Ok(current.record.access_token.clone())
             }
             Err(OidcError::Rejected(code)) | Err(OidcError::InvalidIdToken(code)) => {
                 tracing::info!(sub = %current.record.sub, reason = %code, "refresh refused: ending the session");

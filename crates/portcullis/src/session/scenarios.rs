@@ -56,6 +56,7 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     concurrent_writes(&m).await;
     retired_key(&store, &m).await;
     index_lookups(&m).await;
+    open_cache_follows_the_store(&store, &keys).await;
 }
 
 async fn sealed_at_rest(m: &SessionManager) {
@@ -131,6 +132,8 @@ async fn idle_timeout(store: &Arc<dyn SessionStore>, keys: &KeyRing) {
 
 async fn absolute_lifetime(m: &SessionManager) {
     let s = m.create(record("short", 1)).await.expect("create");
+    // Loaded once, so the last load below is answered from the memo of opened records if at all.
+    assert!(m.load(s.ticket.clone()).await.expect("load").is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(m.load(s.ticket.clone()).await.expect("load").is_none());
     assert!(
@@ -141,7 +144,7 @@ async fn absolute_lifetime(m: &SessionManager) {
 
 async fn id_rotation(m: &SessionManager) {
     let old = m.create(record("rotating", 3600)).await.expect("create");
-    let new = m.create(old.record.clone()).await.expect("create");
+    let new = m.create((*old.record).clone()).await.expect("create");
     m.destroy(&old.key).await.expect("destroy");
     assert_ne!(old.ticket.encode(), new.ticket.encode());
     assert!(m.load(old.ticket.clone()).await.expect("load").is_none());
@@ -159,7 +162,7 @@ async fn concurrent_writes(m: &SessionManager) {
                 key: s.key.clone(),
                 record: s.record.clone(),
             };
-            copy.record.access_token = format!("at-{i}");
+            std::sync::Arc::make_mut(&mut copy.record).access_token = format!("at-{i}");
             m.save(&copy).await.expect("save");
         }));
     }
@@ -223,4 +226,66 @@ async fn index_lookups(m: &SessionManager) {
         0,
         "issuer is part of the key"
     );
+}
+
+/// The memo of opened records (`open_cache`) never answers for the store: whatever another
+/// instance (a second manager with its own memo) does to a session is seen on the next load.
+async fn open_cache_follows_the_store(store: &Arc<dyn SessionStore>, keys: &KeyRing) {
+    let m = manager(store, keys, 60_000);
+    let other = manager(store, keys, 60_000);
+    let s = m.create(record("memo", 3600)).await.expect("create");
+    let first = m.load(s.ticket.clone()).await.expect("load").expect("live");
+    let again = m.load(s.ticket.clone()).await.expect("load").expect("live");
+    assert!(Arc::ptr_eq(&first.record, &again.record), "opened once");
+
+    // Rewritten elsewhere (a refresh on another instance): the new record, not the memo's.
+    let mut rewritten = other
+        .load(s.ticket.clone())
+        .await
+        .expect("load")
+        .expect("live");
+    Arc::make_mut(&mut rewritten.record).access_token = "at-refreshed".into();
+    other.save(&rewritten).await.expect("save");
+    let seen = m.load(s.ticket.clone()).await.expect("load").expect("live");
+    assert_eq!(seen.record.access_token, "at-refreshed");
+
+    // Tampered with in the store: refused and dropped, not served from the memo.
+    store
+        .set(
+            &s.key,
+            bytes::Bytes::from_static(b"not a sealed record"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("set");
+    assert!(m.load(s.ticket.clone()).await.expect("load").is_none());
+    assert!(store.get(&s.key).await.expect("get").is_none(), "dropped");
+
+    // Ended elsewhere (logout on another instance): gone here on the next load.
+    let t = m.create(record("memo-logout", 3600)).await.expect("create");
+    assert!(m.load(t.ticket.clone()).await.expect("load").is_some());
+    other.destroy(&t.key).await.expect("destroy");
+    assert!(m.load(t.ticket.clone()).await.expect("load").is_none());
+
+    // Ended here: the memo lets go of the record at once.
+    let u = m.create(record("memo-local", 3600)).await.expect("create");
+    assert!(m.load(u.ticket.clone()).await.expect("load").is_some());
+    m.destroy(&u.key).await.expect("destroy");
+    assert!(m.load(u.ticket.clone()).await.expect("load").is_none());
+
+    // Turned off: every load opens the record again, with the same outcomes.
+    let off = manager(store, keys, 60_000).with_open_cache(0);
+    let v = off.create(record("no-memo", 3600)).await.expect("create");
+    let a = off
+        .load(v.ticket.clone())
+        .await
+        .expect("load")
+        .expect("live");
+    let b = off
+        .load(v.ticket.clone())
+        .await
+        .expect("load")
+        .expect("live");
+    assert!(!Arc::ptr_eq(&a.record, &b.record));
+    assert_eq!(a.record.sub, b.record.sub);
 }

@@ -1,0 +1,186 @@
+//! A small, bounded memo of opened session records: the cookie ticket and the exact sealed bytes
+//! the store returned map to the record they open to.
+//!
+//! Why: deriving the store key and the record key and then opening and parsing the record was a
+//! third of a proxied request's CPU (docs/performance.md). Opening is a pure function of the
+//! ticket, the key ring and the sealed bytes, so it can be remembered without changing any
+//! outcome:
+//! - the store is still read on every request, and a hit needs the stored bytes to be exactly the
+//!   ones remembered, so a logout, revocation, expiry or rewrite (refresh) on any instance takes
+//!   effect on the very next request, as before;
+//! - each memo belongs to one [`super::SessionManager`], which a config reload (and so a key ring
+//!   change) replaces, so a record sealed under a retired key is never served from here;
+//! - only records that opened are remembered: a forged or unknown ticket never gets a slot.
+//!
+//! The memo is direct-mapped (a slot per ticket, chosen by the ticket's own random bytes, which
+//! an attacker cannot choose for someone else's session): fixed memory, no eviction policy, one
+//! uncontended lock per lookup. Tickets are compared in constant time. What it holds (tickets and
+//! opened records) is what each request holds in memory anyway; `docs/threat-model.md` discusses
+//! the trade-off, and `session.open_cache_entries = 0` turns it off.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use subtle::ConstantTimeEq;
+
+use super::{SessionRecord, ticket::Ticket};
+use crate::store::StoreKey;
+
+/// What a hit gives back: everything `SessionManager::load` would otherwise derive.
+pub(super) struct Opened {
+    pub key: StoreKey,
+    pub sealed: Bytes,
+    pub record: Arc<SessionRecord>,
+}
+
+struct Slot {
+    ticket: Ticket,
+    opened: Opened,
+}
+
+#[derive(Default)]
+pub(super) struct OpenCache {
+    slots: Box<[Mutex<Option<Slot>>]>,
+}
+
+impl std::fmt::Debug for OpenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenCache")
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenCache {
+    /// A memo of `entries` slots; 0 remembers nothing.
+    pub fn new(entries: usize) -> Self {
+        OpenCache {
+            slots: (0..entries).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn slot(&self, ticket: &Ticket) -> Option<&Mutex<Option<Slot>>> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&ticket.secret()[..8]);
+        // The ticket is 256 uniformly random bits: its first 64 spread tickets evenly.
+        let index = u64::from_le_bytes(first) % self.slots.len() as u64;
+        self.slots.get(usize::try_from(index).ok()?)
+    }
+
+    /// The store key of a remembered ticket, with the sealed bytes and record it opened to.
+    pub fn get(&self, ticket: &Ticket) -> Option<Opened> {
+        let slot = self.slot(ticket)?.lock().ok()?;
+        let slot = slot.as_ref()?;
+        if !bool::from(slot.ticket.secret().ct_eq(ticket.secret())) {
+            return None;
+        }
+        Some(Opened {
+            key: slot.opened.key.clone(),
+            sealed: slot.opened.sealed.clone(),
+            record: Arc::clone(&slot.opened.record),
+        })
+    }
+
+    /// Remembers what `ticket` opened to, replacing whatever shared its slot.
+    pub fn put(&self, ticket: &Ticket, opened: Opened) {
+        if let Some(Ok(mut slot)) = self.slot(ticket).map(Mutex::lock) {
+            *slot = Some(Slot {
+                ticket: ticket.clone(),
+                opened,
+            });
+        }
+    }
+
+    /// Forgets the session stored under `key` (it ended here): its record leaves memory now
+    /// rather than when another session happens to take the slot. Correctness does not depend
+    /// on it (a hit needs the record still in the store).
+    pub fn forget(&self, key: &StoreKey) {
+        for slot in &self.slots {
+            if let Ok(mut slot) = slot.lock()
+                && slot.as_ref().is_some_and(|s| &s.opened.key == key)
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Forgets everything (every session was ended).
+    pub fn clear(&self) {
+        for slot in &self.slots {
+            if let Ok(mut slot) = slot.lock() {
+                *slot = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(key: &str) -> Opened {
+        let now = crate::oidc::now_unix();
+        Opened {
+            key: StoreKey(key.into()),
+            sealed: Bytes::from_static(b"sealed"),
+            record: Arc::new(SessionRecord {
+                sub: key.into(),
+                iss: "https://idp".into(),
+                sid: None,
+                user: Default::default(),
+                claims: Default::default(),
+                scopes: Vec::new(),
+                csrf_token: "c".into(),
+                access_token: "at".into(),
+                access_expires_at: None,
+                refresh_token: None,
+                id_token: None,
+                created_at: now,
+                absolute_expires_at: now + 60,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_slot_answers_only_for_its_own_ticket() {
+        // One slot: every ticket shares it, so only the full comparison tells them apart.
+        let memo = OpenCache::new(1);
+        let (a, b) = (
+            Ticket::generate().expect("rng"),
+            Ticket::generate().expect("rng"),
+        );
+        memo.put(&a, opened("s:a"));
+        assert_eq!(memo.get(&a).expect("hit").key, StoreKey("s:a".into()));
+        assert!(memo.get(&b).is_none(), "another ticket in the same slot");
+        memo.put(&b, opened("s:b"));
+        assert!(memo.get(&a).is_none(), "replaced");
+        memo.forget(&StoreKey("s:b".into()));
+        assert!(memo.get(&b).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn a_ticket_sharing_the_index_bytes_is_still_another_ticket() {
+        let memo = OpenCache::new(16);
+        let a = Ticket::generate().expect("rng");
+        let mut twin = a.encode().into_bytes();
+        // Changing the last character changes only the last decoded bytes, not the slot index.
+        twin[42] = if twin[42] == b'A' { b'Q' } else { b'A' };
+        let twin = Ticket::parse(std::str::from_utf8(&twin).expect("ascii")).expect("ticket");
+        assert_eq!(a.secret()[..8], twin.secret()[..8]);
+        memo.put(&a, opened("s:a"));
+        assert!(memo.get(&twin).is_none());
+        assert!(memo.get(&a).is_some());
+    }
+
+    #[test]
+    fn zero_entries_remember_nothing() {
+        let memo = OpenCache::new(0);
+        let a = Ticket::generate().expect("rng");
+        memo.put(&a, opened("s:a"));
+        assert!(memo.get(&a).is_none());
+        memo.clear();
+    }
+}

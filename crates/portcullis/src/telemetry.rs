@@ -48,7 +48,7 @@ pub fn init(format: LogFormat, otlp: Option<opentelemetry_sdk::trace::SdkTracer>
 /// request headers through) hands upstreams the gateway's span as their parent; the context is
 /// also task-local for the calls to the OpenID Provider.
 pub async fn request_span(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = crate::crypto::random::token::<12>().unwrap_or_else(|_| "-".into());
+    let id = crate::crypto::random::identifier::<12>();
     let trusted = client_ip::peer_addr(&req).is_some_and(|p| {
         state
             .config

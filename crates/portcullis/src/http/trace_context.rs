@@ -23,10 +23,11 @@ pub struct TraceContext {
 pub const SAMPLED: u8 = 0x01;
 
 impl TraceContext {
-    /// A new trace (random ids from the OS CSPRNG; `None` only if the RNG fails). Marked sampled:
-    /// the request is logged with its trace id, so downstream may record it too.
+    /// A new trace (random ids, see [`crate::crypto::random::identifier_bytes`]; `None` only for
+    /// the all-zero ids the spec forbids). Marked sampled: the request is logged with its trace
+    /// id, so downstream may record it too.
     pub fn new_root() -> Option<Self> {
-        let ids = crate::crypto::random::bytes::<24>().ok()?;
+        let ids = crate::crypto::random::identifier_bytes::<24>();
         let mut trace_id = [0u8; 16];
         let mut span_id = [0u8; 8];
         trace_id.copy_from_slice(&ids[..16]);
@@ -40,7 +41,7 @@ impl TraceContext {
 
     /// A child span of `self`: same trace and flags, new span id.
     pub fn child(&self) -> Option<Self> {
-        let span_id = crate::crypto::random::bytes::<8>().ok()?;
+        let span_id = crate::crypto::random::identifier_bytes::<8>();
         (span_id != [0; 8]).then_some(TraceContext { span_id, ..*self })
     }
 

@@ -74,14 +74,14 @@ impl SessionManager {
             absolute_lifetime,
             idle_timeout,
             streams: streams::Streams::default(),
-            opened: Arc::new(OpenCache::new(DEFAULT_OPEN_CACHE_ENTRIES)),
+            opened: OpenCache::shared(DEFAULT_OPEN_CACHE_ENTRIES),
         }
     }
 
     /// Sizes the memo of opened records (0 turns it off).
     #[must_use]
     pub fn with_open_cache(mut self, entries: usize) -> Self {
-        self.opened = Arc::new(OpenCache::new(entries));
+        self.opened = OpenCache::shared(entries);
         self
     }
 

@@ -14,11 +14,17 @@
 //!
 //! The memo is direct-mapped (a slot per ticket, chosen by the ticket's own random bytes, which
 //! an attacker cannot choose for someone else's session): fixed memory, no eviction policy, one
-//! uncontended lock per lookup. Tickets are compared in constant time. What it holds (tickets and
-//! opened records) is what each request holds in memory anyway; `docs/threat-model.md` discusses
-//! the trade-off, and `session.open_cache_entries = 0` turns it off.
+//! uncontended lock per lookup. Tickets are compared in constant time.
+//!
+//! What it holds, tickets and opened records, is what serving a request holds in memory anyway,
+//! but for longer: a slot unused for [`IDLE`] is emptied by a sweeper (and records wipe their
+//! tokens when dropped), so it only ever holds sessions active in the last minute or two.
+//! `docs/threat-model.md` discusses the trade-off; `session.open_cache_entries = 0` turns it off.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
@@ -36,7 +42,12 @@ pub(super) struct Opened {
 struct Slot {
     ticket: Ticket,
     opened: Opened,
+    last_used: Instant,
 }
+
+/// How long an unused slot may keep its record.
+pub(super) const IDLE: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Default)]
 pub(super) struct OpenCache {
@@ -59,6 +70,20 @@ impl OpenCache {
         }
     }
 
+    /// [`OpenCache::new`], plus (inside a Tokio runtime) the sweeper that empties idle slots; it
+    /// stops when the memo is dropped (a config reload replaces the memo).
+    pub fn shared(entries: usize) -> Arc<Self> {
+        Self::swept(entries, SWEEP_EVERY, IDLE)
+    }
+
+    fn swept(entries: usize, every: Duration, idle: Duration) -> Arc<Self> {
+        let memo = Arc::new(Self::new(entries));
+        if entries > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(sweep(Arc::downgrade(&memo), every, idle));
+        }
+        memo
+    }
+
     fn slot(&self, ticket: &Ticket) -> Option<&Mutex<Option<Slot>>> {
         if self.slots.is_empty() {
             return None;
@@ -72,11 +97,12 @@ impl OpenCache {
 
     /// The store key of a remembered ticket, with the sealed bytes and record it opened to.
     pub fn get(&self, ticket: &Ticket) -> Option<Opened> {
-        let slot = self.slot(ticket)?.lock().ok()?;
-        let slot = slot.as_ref()?;
+        let mut slot = self.slot(ticket)?.lock().ok()?;
+        let slot = slot.as_mut()?;
         if !bool::from(slot.ticket.secret().ct_eq(ticket.secret())) {
             return None;
         }
+        slot.last_used = Instant::now();
         Some(Opened {
             key: slot.opened.key.clone(),
             sealed: slot.opened.sealed.clone(),
@@ -90,6 +116,7 @@ impl OpenCache {
             *slot = Some(Slot {
                 ticket: ticket.clone(),
                 opened,
+                last_used: Instant::now(),
             });
         }
     }
@@ -107,12 +134,38 @@ impl OpenCache {
         }
     }
 
+    /// Empties the slots not used for `idle`.
+    pub fn purge_idle(&self, idle: Duration) {
+        let now = Instant::now();
+        for slot in &self.slots {
+            if let Ok(mut slot) = slot.lock()
+                && slot
+                    .as_ref()
+                    .is_some_and(|s| now.duration_since(s.last_used) >= idle)
+            {
+                *slot = None;
+            }
+        }
+    }
+
     /// Forgets everything (every session was ended).
     pub fn clear(&self) {
         for slot in &self.slots {
             if let Ok(mut slot) = slot.lock() {
                 *slot = None;
             }
+        }
+    }
+}
+
+async fn sweep(memo: Weak<OpenCache>, every: Duration, idle: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match memo.upgrade() {
+            Some(memo) => memo.purge_idle(idle),
+            None => return,
         }
     }
 }
@@ -173,6 +226,35 @@ mod tests {
         memo.put(&a, opened("s:a"));
         assert!(memo.get(&twin).is_none());
         assert!(memo.get(&a).is_some());
+    }
+
+    #[test]
+    fn idle_slots_are_emptied() {
+        let memo = OpenCache::new(8);
+        let a = Ticket::generate().expect("rng");
+        memo.put(&a, opened("s:a"));
+        memo.purge_idle(Duration::from_secs(60));
+        assert!(memo.get(&a).is_some(), "used just now: kept");
+        memo.purge_idle(Duration::ZERO);
+        assert!(memo.get(&a).is_none(), "idle: emptied");
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_empties_idle_slots_and_holds_no_reference() {
+        let memo = OpenCache::swept(8, Duration::from_millis(10), Duration::ZERO);
+        let a = Ticket::generate().expect("rng");
+        memo.put(&a, opened("s:a"));
+        // Waits for the sweeper (bounded), asserts nothing about how long it took.
+        for _ in 0..500 {
+            if memo.slots.iter().all(|s| s.lock().expect("lock").is_none()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(memo.get(&a).is_none(), "swept");
+        let weak = Arc::downgrade(&memo);
+        drop(memo);
+        assert!(weak.upgrade().is_none(), "the sweeper keeps the memo alive");
     }
 
     #[test]

@@ -28,6 +28,23 @@ pub struct SessionRecord {
     pub absolute_expires_at: u64,
 }
 
+/// Tokens are wiped when a record is dropped, so freed heap does not keep them readable until
+/// the allocator reuses it (a record may also sit in the memo of opened records, see
+/// `super::open_cache`, which drops it when it goes idle).
+impl Drop for SessionRecord {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.access_token.zeroize();
+        self.csrf_token.zeroize();
+        if let Some(t) = self.refresh_token.as_mut() {
+            t.zeroize();
+        }
+        if let Some(t) = self.id_token.as_mut() {
+            t.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for SessionRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRecord")

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Instructions per request of the release binary, under valgrind's callgrind: deterministic, so
 # usable on a busy machine where wrk figures are noise. Starts the IdP fixture, an nginx upstream
-# and Portcullis (memory store) under callgrind, logs in, checks correctness, warms up, then for
+# and Portcullis (memory store, or Redis) under callgrind, logs in, checks correctness, warms up, then for
 # each request kind zeroes the counters, sends N requests on one keep-alive connection (ab -k) and
 # dumps. Prints instructions/request per kind; the dumps stay in $RUN/cg for callgrind_annotate.
 #
 #   bash bench/callgrind.sh [N]            # default N=2000
+#   bash bench/callgrind.sh N redis        # the Redis store instead of the memory store
 #   PORTCULLIS_BIN=path bash bench/callgrind.sh   # measure a given binary (no build)
 set -euo pipefail
 N=${1:-2000}
+K=${2:-mem} # the instance: mem or redis
+[[ $K == mem || $K == redis ]] || { echo "store: mem or redis, not $K" >&2; exit 2; }
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap bench_cleanup EXIT
@@ -17,18 +20,19 @@ build_release
 mkdir -p "$RUN/cg"
 start_idp
 start_upstream
-PC_START_TIMEOUT=120 start_pc mem valgrind --tool=callgrind --callgrind-out-file="$RUN/cg/out" \
+[[ $K == redis ]] && start_redis
+PC_START_TIMEOUT=120 start_pc "$K" valgrind --tool=callgrind --callgrind-out-file="$RUN/cg/out" \
   --dump-instr=no --collect-atstart=yes
-pid_of_pc() { pgrep -f -n "callgrind.*$RUN/cg/out" || echo "${PC_PID[mem]}"; }
-login mem
-verify mem
-o=$(pc_origin mem)
+pid_of_pc() { pgrep -f -n "callgrind.*$RUN/cg/out" || echo "${PC_PID[$K]}"; }
+login "$K"
+verify "$K"
+o=$(pc_origin "$K")
 printf '%s' '{"op":"update","id":42,"value":"benchmark"}' >"$RUN/post.json"
 bad=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 run_ab() { ab -q -k -n "$1" -c 1 "${@:2}" >"$RUN/logs/ab.out" 2>&1 || die "ab failed: $(tail -3 "$RUN/logs/ab.out")"; }
 declare -A ARGS=(
   [get]="-H Cookie:_C_ $o/api/ok"
-  [post]="-H Cookie:_C_ -H X-CSRF-Token:${CSRF[mem]} -p $RUN/post.json -T application/json $o/api/ok"
+  [post]="-H Cookie:_C_ -H X-CSRF-Token:${CSRF[$K]} -p $RUN/post.json -T application/json $o/api/ok"
   [reject_no_session]="$o/api/ok"
   [reject_bad_csrf]="-H Cookie:_C_ -H X-CSRF-Token:$bad -p $RUN/post.json -T application/json $o/api/ok"
 )
@@ -36,7 +40,7 @@ cpid=$(pid_of_pc)
 printf '%-20s %12s\n' kind 'instr/req' | tee "$RUN/results/callgrind.txt"
 for kind in get post reject_no_session reject_bad_csrf; do
   # shellcheck disable=SC2206
-  args=(${ARGS[$kind]//_C_/${COOKIE[mem]}})
+  args=(${ARGS[$kind]//_C_/${COOKIE[$K]}})
   run_ab 200 "${args[@]}"  # warm-up: connection pool, allocator, label sets
   callgrind_control -z "$cpid" >/dev/null 2>&1
   run_ab "$N" "${args[@]}"

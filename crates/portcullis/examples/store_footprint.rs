@@ -34,12 +34,15 @@ fn jwt(payload_bytes: usize) -> String {
 
 fn record() -> SessionRecord {
     let now = now_unix();
+    // One user per session, as in a real deployment: each session adds its own subject index
+    // entry (a shared subject would hide that cost).
+    let sub = random::token::<9>().expect("rng");
     let mut user = serde_json::Map::new();
-    user.insert("sub".into(), "248289761001".into());
+    user.insert("sub".into(), sub.clone().into());
     user.insert("name".into(), "Jane Doe".into());
     user.insert("email".into(), "janedoe@example.com".into());
     SessionRecord {
-        sub: "248289761001".into(),
+        sub,
         iss: "https://idp.example.com".into(),
         sid: Some(random::token::<16>().expect("rng")),
         user,

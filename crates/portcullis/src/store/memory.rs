@@ -2,6 +2,10 @@
 //!
 //! Expired entries are invisible at once (checked on read) and reclaimed by a background sweep
 //! that locks one shard at a time, so there is never a global pause.
+//!
+//! Layout, for memory per session (docs/performance.md): a key is allocated once, as an
+//! `Arc<str>` shared by the value map and every index that lists it, and an index is a plain
+//! vector (an index lists the few sessions of one user or one provider session).
 
 use std::{
     sync::{Arc, Weak},
@@ -22,15 +26,26 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct Inner {
-    values: DashMap<StoreKey, Slot>,
+    values: DashMap<Arc<str>, Slot>,
     locks: super::lease::LeaseLocks,
-    indexes: DashMap<IndexKey, IndexSet>,
+    indexes: DashMap<Box<str>, IndexSet>,
 }
 
 #[derive(Debug)]
 struct IndexSet {
-    members: std::collections::HashSet<StoreKey>,
+    /// Without duplicates; the keys are shared with `values` when the record exists.
+    members: Vec<Arc<str>>,
     expires_at: Instant,
+}
+
+impl Inner {
+    /// The value map's own copy of `key` if it has one, so an index entry costs no new string.
+    fn shared_key(&self, key: &StoreKey) -> Arc<str> {
+        self.values
+            .get(key.0.as_str())
+            .map(|e| Arc::clone(e.key()))
+            .unwrap_or_else(|| Arc::from(key.0.as_str()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +93,7 @@ fn purge(inner: &Inner) {
     inner.locks.purge();
     inner.indexes.retain(|_, set| {
         set.members
-            .retain(|m| inner.values.get(m).is_some_and(|s| s.expires_at > now));
+            .retain(|m| inner.values.get(&**m).is_some_and(|s| s.expires_at > now));
         set.expires_at > now && !set.members.is_empty()
     });
 }
@@ -99,7 +114,7 @@ async fn sweep(inner: Weak<Inner>) {
 impl SessionStore for MemoryStore {
     async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError> {
         let now = Instant::now();
-        Ok(self.inner.values.get(key).and_then(|s| {
+        Ok(self.inner.values.get(key.0.as_str()).and_then(|s| {
             (s.expires_at > now).then(|| Entry {
                 value: s.value.clone(),
                 ttl: s.expires_at - now,
@@ -108,8 +123,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        // An existing entry keeps its key (the one indexes share); only the value changes.
         self.inner.values.insert(
-            key.clone(),
+            Arc::from(key.0.as_str()),
             Slot {
                 value,
                 expires_at: Instant::now() + ttl,
@@ -120,7 +136,7 @@ impl SessionStore for MemoryStore {
 
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
-        Ok(match self.inner.values.get_mut(key) {
+        Ok(match self.inner.values.get_mut(key.0.as_str()) {
             Some(mut s) if s.expires_at > now => {
                 s.expires_at = now + ttl;
                 true
@@ -134,12 +150,12 @@ impl SessionStore for MemoryStore {
         Ok(self
             .inner
             .values
-            .remove(key)
+            .remove(key.0.as_str())
             .and_then(|(_, s)| (s.expires_at > now).then_some(s.value)))
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.inner.values.remove(key);
+        self.inner.values.remove(key.0.as_str());
         Ok(())
     }
 
@@ -163,18 +179,26 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
+        let shared = self.inner.shared_key(member);
         let mut set = self
             .inner
             .indexes
-            .entry(index.clone())
+            .entry(Box::from(index.0.as_str()))
             .or_insert_with(|| IndexSet {
-                members: Default::default(),
+                members: Vec::new(),
                 expires_at: now,
             });
         if set.expires_at <= now {
             set.members.clear();
         }
-        set.members.insert(member.clone());
+        if !set.members.iter().any(|m| **m == *member.0) {
+            // Exact capacity while small (most indexes list one or two sessions); amortised
+            // growth beyond, so a subject with many sessions stays linear.
+            if set.members.len() < 4 {
+                set.members.reserve_exact(1);
+            }
+            set.members.push(shared);
+        }
         set.expires_at = set.expires_at.max(now + ttl);
         Ok(())
     }
@@ -184,19 +208,19 @@ impl SessionStore for MemoryStore {
         Ok(self
             .inner
             .indexes
-            .get(index)
+            .get(index.0.as_str())
             .filter(|s| s.expires_at > now)
-            .map(|s| s.members.iter().cloned().collect())
+            .map(|s| s.members.iter().map(|m| StoreKey(m.to_string())).collect())
             .unwrap_or_default())
     }
 
     async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError> {
-        if let Some(mut set) = self.inner.indexes.get_mut(index) {
-            set.members.remove(member);
+        if let Some(mut set) = self.inner.indexes.get_mut(index.0.as_str()) {
+            set.members.retain(|m| **m != *member.0);
         }
         self.inner
             .indexes
-            .remove_if(index, |_, s| s.members.is_empty());
+            .remove_if(index.0.as_str(), |_, s| s.members.is_empty());
         Ok(())
     }
 
@@ -204,7 +228,7 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         let mut n = 0;
         self.inner.values.retain(|k, s| {
-            let hit = k.0.starts_with(prefix);
+            let hit = k.starts_with(prefix);
             if hit && s.expires_at > now {
                 n += 1;
             }

@@ -12,9 +12,10 @@
 //!   change) replaces, so a record sealed under a retired key is never served from here;
 //! - only records that opened are remembered: a forged or unknown ticket never gets a slot.
 //!
-//! The memo is direct-mapped (a slot per ticket, chosen by the ticket's own random bytes, which
-//! an attacker cannot choose for someone else's session): fixed memory, no eviction policy, one
-//! uncontended lock per lookup. Tickets are compared in constant time.
+//! The memo is direct-mapped (a slot per ticket, chosen by a hash keyed with a per-process
+//! random key, so which slots are taken says nothing about any ticket's bits and nobody can aim
+//! a ticket at someone else's slot): fixed memory, no eviction policy, one uncontended lock per
+//! lookup. Tickets are compared in constant time.
 //!
 //! What it holds, tickets and opened records, is what serving a request holds in memory anyway,
 //! but for longer: a slot unused for [`IDLE`] is emptied by a sweeper (and records wipe their
@@ -22,6 +23,8 @@
 //! `docs/threat-model.md` discusses the trade-off; `session.open_cache_entries = 0` turns it off.
 
 use std::{
+    collections::hash_map::RandomState,
+    hash::BuildHasher,
     sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
@@ -52,6 +55,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(15);
 #[derive(Default)]
 pub(super) struct OpenCache {
     slots: Box<[Mutex<Option<Slot>>]>,
+    /// SipHash with a random key: the slot index of a ticket.
+    index: RandomState,
 }
 
 impl std::fmt::Debug for OpenCache {
@@ -67,6 +72,7 @@ impl OpenCache {
     pub fn new(entries: usize) -> Self {
         OpenCache {
             slots: (0..entries).map(|_| Mutex::new(None)).collect(),
+            index: RandomState::new(),
         }
     }
 
@@ -88,10 +94,7 @@ impl OpenCache {
         if self.slots.is_empty() {
             return None;
         }
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&ticket.secret()[..8]);
-        // The ticket is 256 uniformly random bits: its first 64 spread tickets evenly.
-        let index = u64::from_le_bytes(first) % self.slots.len() as u64;
+        let index = self.index.hash_one(ticket.secret()) % self.slots.len() as u64;
         self.slots.get(usize::try_from(index).ok()?)
     }
 
@@ -215,14 +218,14 @@ mod tests {
     }
 
     #[test]
-    fn a_ticket_sharing_the_index_bytes_is_still_another_ticket() {
-        let memo = OpenCache::new(16);
+    fn a_ticket_differing_only_in_its_last_bytes_is_another_ticket() {
+        // One slot, so both tickets land in it: only the full comparison can tell them apart.
+        let memo = OpenCache::new(1);
         let a = Ticket::generate().expect("rng");
         let mut twin = a.encode().into_bytes();
-        // Changing the last character changes only the last decoded bytes, not the slot index.
         twin[42] = if twin[42] == b'A' { b'Q' } else { b'A' };
         let twin = Ticket::parse(std::str::from_utf8(&twin).expect("ascii")).expect("ticket");
-        assert_eq!(a.secret()[..8], twin.secret()[..8]);
+        assert_eq!(a.secret()[..31], twin.secret()[..31]);
         memo.put(&a, opened("s:a"));
         assert!(memo.get(&twin).is_none());
         assert!(memo.get(&a).is_some());

@@ -196,7 +196,7 @@ impl SessionManager {
             // The store is read on every request; the memo only spares re-opening the very same
             // bytes (see `open_cache`).
             let Some(entry) = self.store.get(&known.key).await? else {
-                self.opened.forget(&known.key);
+                self.opened.forget_ticket(&ticket);
                 return Ok(None);
             };
             if entry.value == known.sealed {
@@ -232,7 +232,7 @@ impl SessionManager {
             Ok(r) => r,
             Err(why) => {
                 tracing::warn!(store_key = ?key, why = %why, "dropping a session record that does not open");
-                self.opened.forget(&key);
+                self.opened.forget_ticket(&ticket);
                 self.store.delete(&key).await?;
                 return Ok(None);
             }
@@ -259,7 +259,7 @@ impl SessionManager {
     ) -> Result<Option<Session>, SessionError> {
         let now = now_unix();
         if record.absolute_expires_at <= now {
-            self.opened.forget(&key);
+            self.opened.forget_ticket(&ticket);
             self.store.delete(&key).await?;
             return Ok(None);
         }

@@ -124,7 +124,18 @@ impl OpenCache {
         }
     }
 
-    /// Forgets the session stored under `key` (it ended here): its record leaves memory now
+    /// Forgets what `ticket` opened to (its record is gone or no longer opens).
+    pub fn forget_ticket(&self, ticket: &Ticket) {
+        if let Some(Ok(mut slot)) = self.slot(ticket).map(Mutex::lock)
+            && slot
+                .as_ref()
+                .is_some_and(|s| bool::from(s.ticket.secret().ct_eq(ticket.secret())))
+        {
+            *slot = None;
+        }
+    }
+
+    /// Forgets the session stored under `key` (it ended here, and only its key is known): its record leaves memory now
     /// rather than when another session happens to take the slot. Correctness does not depend
     /// on it (a hit needs the record still in the store).
     pub fn forget(&self, key: &StoreKey) {
@@ -178,25 +189,10 @@ mod tests {
     use super::*;
 
     fn opened(key: &str) -> Opened {
-        let now = crate::oidc::now_unix();
         Opened {
             key: StoreKey(key.into()),
             sealed: Bytes::from_static(b"sealed"),
-            record: Arc::new(SessionRecord {
-                sub: key.into(),
-                iss: "https://idp".into(),
-                sid: None,
-                user: Default::default(),
-                claims: Default::default(),
-                scopes: Vec::new(),
-                csrf_token: "c".into(),
-                access_token: "at".into(),
-                access_expires_at: None,
-                refresh_token: None,
-                id_token: None,
-                created_at: now,
-                absolute_expires_at: now + 60,
-            }),
+            record: Arc::new(super::super::scenarios::record(key, 60)),
         }
     }
 
@@ -214,7 +210,15 @@ mod tests {
         memo.put(&b, opened("s:b"));
         assert!(memo.get(&a).is_none(), "replaced");
         memo.forget(&StoreKey("s:b".into()));
-        assert!(memo.get(&b).is_none(), "forgotten");
+        assert!(memo.get(&b).is_none(), "forgotten by key");
+        memo.put(&b, opened("s:b"));
+        memo.forget_ticket(&a);
+        assert!(
+            memo.get(&b).is_some(),
+            "another ticket's slot is left alone"
+        );
+        memo.forget_ticket(&b);
+        assert!(memo.get(&b).is_none(), "forgotten by ticket");
     }
 
     #[test]

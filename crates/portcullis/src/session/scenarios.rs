@@ -19,7 +19,8 @@ fn manager(store: &Arc<dyn SessionStore>, keys: &KeyRing, idle_ms: u64) -> Sessi
     )
 }
 
-fn record(sub: &str, absolute_in: u64) -> SessionRecord {
+/// A minimal record for `sub`, ending `absolute_in` seconds from now.
+pub(super) fn record(sub: &str, absolute_in: u64) -> SessionRecord {
     let now = now_unix();
     SessionRecord {
         sub: sub.into(),

@@ -101,7 +101,10 @@ impl AppState {
             StoreConfig::File(path) => {
                 Arc::new(store::FileStore::open(path, &config.session.keys)?)
             }
-            StoreConfig::Redis(redis) => Arc::new(RedisStore::new(redis.clone())?),
+            StoreConfig::Redis(redis) => Arc::new(RedisStore::per_worker(
+                redis.clone(),
+                config.server.worker_threads,
+            )?),
         };
         let state = Self::with_store(config, store)?;
         if let Some(m) = memory {

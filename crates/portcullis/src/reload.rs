@@ -10,10 +10,10 @@
 //!
 //! Refused as a whole (the old config keeps serving, the reason is logged): an invalid file
 //! (every problem is logged), or a change to a setting that is bound at startup — listen
-//! addresses, TLS files, header limits, the store backend, the admin listener's address, the
-//! log format, `[tracing]`, and with the file store the active session key. Those need a
-//! restart. A changed `[oidc]` is discovered before the swap; if the provider cannot be reached
-//! the reload is refused too.
+//! addresses, TLS files, header limits, the worker thread count, the store backend, the admin
+//! listener's address, the log format, `[tracing]`, and with the file store the active session
+//! key. Those need a restart. A changed `[oidc]` is discovered before the swap; if the provider
+//! cannot be reached the reload is refused too.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -107,6 +107,11 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "server.header_read_timeout",
         d(&old.server.header_read_timeout),
         d(&new.server.header_read_timeout),
+    );
+    check(
+        "server.worker_threads",
+        d(&old.server.worker_threads),
+        d(&new.server.worker_threads),
     );
     // Secrets print redacted, so a changed Redis password alone is not seen (nor applied).
     check(
@@ -251,6 +256,12 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &config("127.0.0.1:8081", "", &[&a])),
             ["server.listen"]
+        );
+        let mut more_workers = config("127.0.0.1:8080", "", &[&a]);
+        more_workers.server.worker_threads = old.server.worker_threads + 1;
+        assert_eq!(
+            needs_restart(&old, &more_workers),
+            ["server.worker_threads"]
         );
         let file = "store = \"file\"\nfile_path = \"/tmp/portcullis-reload-test.redb\"";
         let old_file = config("127.0.0.1:8080", file, &[&a]);

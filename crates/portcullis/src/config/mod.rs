@@ -122,6 +122,9 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
     /// Then: how long in-flight requests may take to finish before connections are closed.
     pub drain_timeout: Duration,
+    /// Threads serving connections, each with its own runtime and upstream pools (default: one
+    /// per CPU the process may use).
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +144,9 @@ pub struct PublicOrigin {
     /// `host[:port]` as sent in `Host` / `X-Forwarded-Host`.
     pub host: String,
 }
+
+/// Far beyond any machine's core count; each worker is a thread with its own pools.
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// Each slot may hold a record of a few KiB: a million is already gigabytes.
 const MAX_OPEN_CACHE_ENTRIES: usize = 1 << 20;
@@ -427,6 +433,16 @@ impl Validator {
         if drain_timeout > Duration::from_secs(3600) {
             self.problem("server.drain_timeout", "must be at most 1h");
         }
+        let worker_threads = match raw.worker_threads {
+            None => crate::server::default_worker_count(),
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
+                .unwrap_or_else(|| {
+                    self.problem("server.worker_threads", "must be between 1 and 1024");
+                    1
+                }),
+        };
         Some(ServerConfig {
             listen: listen?,
             public_origin: public_origin?,
@@ -437,6 +453,7 @@ impl Validator {
             header_read_timeout,
             shutdown_delay,
             drain_timeout,
+            worker_threads,
         })
     }
 

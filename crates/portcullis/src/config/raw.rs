@@ -136,6 +136,7 @@ pub struct RawServer {
     pub header_read_timeout: Option<String>,
     pub shutdown_delay: Option<String>,
     pub drain_timeout: Option<String>,
+    pub worker_threads: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

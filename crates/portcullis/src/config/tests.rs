@@ -127,3 +127,31 @@ fn audit_section_is_validated() {
         assert!(e.0.iter().any(|p| p.key == key), "{bad}: {:?}", e.0);
     }
 }
+
+#[test]
+fn worker_threads_default_to_the_cpus_and_are_bounded() {
+    let c = Config::from_toml(&with_secrets("", "")).expect("valid");
+    assert_eq!(
+        c.server.worker_threads,
+        crate::server::default_worker_count()
+    );
+    let server = |n: &str| {
+        with_secrets("", "").replace(
+            "public_origin = \"http://localhost:8080\"",
+            &format!("public_origin = \"http://localhost:8080\"\nworker_threads = {n}"),
+        )
+    };
+    assert_eq!(
+        Config::from_toml(&server("3"))
+            .expect("valid")
+            .server
+            .worker_threads,
+        3
+    );
+    for bad in ["0", "-1", "1025"] {
+        let err = Config::from_toml(&server(bad)).expect_err(bad);
+        assert!(err.to_string().contains("server.worker_threads"), "{err}");
+    }
+    let err = Config::from_toml(&server("\"2\"")).expect_err("a string");
+    assert!(err.to_string().contains("worker_threads"), "{err}");
+}

@@ -23,13 +23,16 @@ use crate::{
     compose,
     config::{Config, RouteConfig, path_within},
     http::{client_ip, problem::ApiError},
+    server::PerWorker,
     session::layer::CurrentSession,
 };
 
 #[derive(Debug)]
 struct Route {
     cfg: RouteConfig,
-    client: client::UpstreamClient,
+    /// One connection pool per worker thread: a request borrows a connection driven by its own
+    /// thread (see `server::PerWorker`).
+    client: PerWorker<client::UpstreamClient>,
     /// HTTP/1.1-only client for WebSocket handshakes (routes with `websocket = true`).
     ws_client: Option<client::UpstreamClient>,
 }
@@ -43,13 +46,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let workers = config.server.worker_threads;
         let mut routes = config
             .routes
             .iter()
             .map(|r| {
                 Ok(Route {
                     cfg: r.clone(),
-                    client: client::build(r.connect_timeout)?,
+                    client: PerWorker::try_new(workers, || client::build(r.connect_timeout))?,
                     ws_client: if r.websocket {
                         Some(client::build_http1(r.connect_timeout)?)
                     } else {
@@ -173,7 +177,8 @@ async fn forward(
     }
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, proxy.max_body));
     let started = std::time::Instant::now();
-    let sent = tokio::time::timeout(route.cfg.timeout, route.client.request(upstream_req)).await;
+    let sent =
+        tokio::time::timeout(route.cfg.timeout, route.client.get().request(upstream_req)).await;
     state.metrics.upstream(started.elapsed());
     let resp = match sent {
         Err(_) => {
@@ -253,7 +258,8 @@ async fn forward_public(
     parts.extensions = http::Extensions::new();
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, state.proxy.max_body));
     let started = std::time::Instant::now();
-    let sent = tokio::time::timeout(route.cfg.timeout, route.client.request(upstream_req)).await;
+    let sent =
+        tokio::time::timeout(route.cfg.timeout, route.client.get().request(upstream_req)).await;
     state.metrics.upstream(started.elapsed());
     let resp = match sent {
         Err(_) => {
@@ -294,7 +300,7 @@ pub(crate) async fn get_part(
     *req.uri_mut() = upstream_uri(&route.cfg, &incoming)?;
     *req.headers_mut() = headers;
     let started = std::time::Instant::now();
-    let sent = route.client.request(req).await;
+    let sent = route.client.get().request(req).await;
     state.metrics.upstream(started.elapsed());
     sent.map_err(|e| classify(state, &route.cfg, &e))
 }

@@ -6,6 +6,7 @@
 
 mod live;
 mod tls;
+mod workers;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -13,13 +14,16 @@ use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 pub use live::Live;
+pub use workers::{PerWorker, default_count as default_worker_count};
 
 use crate::{AppState, config::Config, reload::Reloader};
 
@@ -152,6 +156,7 @@ pub async fn run_live(
         tls,
         graceful: GracefulShutdown::new(),
         live: Arc::clone(&live),
+        workers: workers::Workers::start(live.state().config.server.worker_threads)?,
     };
     tracing::info!(addr = %listener.local_addr()?, tls = conns.tls.is_some(), "listening");
     tokio::pin!(shutdown);
@@ -194,6 +199,8 @@ struct Connections {
     tls: Option<tokio_rustls::TlsAcceptor>,
     graceful: GracefulShutdown,
     live: Arc<Live>,
+    /// Dropped last (after the drain), which stops the worker threads.
+    workers: workers::Workers,
 }
 
 impl Connections {
@@ -207,49 +214,79 @@ impl Connections {
         }
     }
 
+    /// Hands the connection to the next worker thread, where it stays until it closes.
     fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let live = Arc::clone(&self.live);
-        // Each request runs on the routers current when it arrives (see `live`).
-        let service =
-            TowerToHyperService::new(tower::service_fn(move |req: http::Request<Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                live.public().oneshot(req)
-            }));
+        // A socket is registered with one runtime's reactor: leave this one, join the worker's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the connection to a worker");
+                return;
+            }
+        };
+        let service = PublicService {
+            live: Arc::clone(&self.live),
+            peer,
+        };
         let builder = Arc::clone(&self.builder);
-        match &self.tls {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = self.graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+        let tls = self.tls.clone();
+        let watcher = self.graceful.watcher();
+        self.workers.next().spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker cannot register the connection");
+                    return;
+                }
+            };
+            match tls {
+                None => serve_connection(&builder, stream, service, watcher).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await
+                    {
+                        serve_connection(&builder, stream, service, watcher).await;
                     }
-                });
+                }
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = self.graceful.watcher();
-                tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            _ => return,
-                        };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
+        });
+    }
+}
+
+/// Serves one connection's requests (HTTP/1.1 with upgrades, or HTTP/2) until it closes.
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: PublicService,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The public routers as a hyper service for one connection: each request runs on the routers
+/// current when it arrives (see `live`), and knows the peer's address.
+#[derive(Clone)]
+struct PublicService {
+    live: Arc<Live>,
+    peer: std::net::SocketAddr,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for PublicService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = tower::util::Oneshot<Router, axum::extract::Request>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.live.public().oneshot(req)
     }
 }
 

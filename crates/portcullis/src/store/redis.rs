@@ -21,7 +21,10 @@ use redis::{
 use tokio::sync::OnceCell;
 
 use super::{Entry, IndexKey, LockToken, SessionStore, StoreError, StoreKey};
-use crate::config::{RedisConfig, RedisTopology};
+use crate::{
+    config::{RedisConfig, RedisTopology},
+    server::PerWorker,
+};
 
 #[derive(Clone)]
 enum Conn {
@@ -31,7 +34,9 @@ enum Conn {
 
 pub struct RedisStore {
     cfg: RedisConfig,
-    conn: OnceCell<Conn>,
+    /// One connection per worker thread, made by the worker itself, so its driver task runs
+    /// there and a command never waits for another thread to be scheduled (`server::PerWorker`).
+    conn: PerWorker<OnceCell<Conn>>,
     unlock: Arc<Script>,
 }
 
@@ -61,11 +66,17 @@ fn millis(d: Duration) -> u64 {
 impl RedisStore {
     /// Validates the connection parameters; connects on first use.
     pub fn new(cfg: RedisConfig) -> Result<Self, StoreError> {
+        Self::per_worker(cfg, 1)
+    }
+
+    /// [`RedisStore::new`] with a connection for each of `workers` worker threads (and one for
+    /// the other threads), each made on first use by its thread.
+    pub fn per_worker(cfg: RedisConfig, workers: usize) -> Result<Self, StoreError> {
         // `rediss://` uses rustls with the process-wide provider: ring, as everywhere else.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = RedisStore {
             cfg,
-            conn: OnceCell::new(),
+            conn: PerWorker::new(workers, OnceCell::new),
             unlock: Arc::new(Script::new(UNLOCK)),
         };
         store.connection_info()?;
@@ -152,7 +163,11 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
-        self.conn.get_or_try_init(|| self.connect()).await.cloned()
+        self.conn
+            .get()
+            .get_or_try_init(|| self.connect())
+            .await
+            .cloned()
     }
 
     fn key(&self, k: &StoreKey) -> String {

@@ -7,8 +7,7 @@
 //! the cross-origin check applies (see `crate::compose::policy`).
 
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::Method;
@@ -17,7 +16,10 @@ use subtle::ConstantTimeEq;
 use crate::{
     AppState,
     audit::{AuditContext, AuditEvent},
-    http::problem::ApiError,
+    http::{
+        around::{Around, Before},
+        problem::ApiError,
+    },
     session::layer::CurrentSession,
 };
 
@@ -27,37 +29,51 @@ pub fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The CSRF layer: refuses a state-changing request without a valid token (or from a foreign
+/// origin) before routing, so no upstream is contacted.
+#[derive(Debug, Clone)]
+pub struct RequireToken(pub AppState);
+
+impl Around for RequireToken {
+    type Carry = ();
+
+    fn before(&self, req: &mut Request) -> Before<()> {
+        match refusal(&self.0, req) {
+            Some(resp) => Before::Answer(resp),
+            None => Before::Continue(()),
+        }
+    }
+
+    fn after(&self, (): (), _: &mut Response) {}
+}
+
+fn refusal(state: &AppState, req: &Request) -> Option<Response> {
     if is_safe(req.method()) || state.csrf_exempt(req.uri().path()) {
-        return next.run(req).await;
+        return None;
     }
     // A `public = true` route gets neither the cookie nor a token: there is no ambient authority
     // to protect, so no anti-CSRF token is needed; a foreign Origin is still refused.
     let verdict = if state.proxy.is_public(req.uri().path()) {
-        check_origin(&state, &req).map_err(|e| (e, "cross_origin"))
+        check_origin(state, req).map_err(|e| (e, "cross_origin"))
     } else {
-        check(&state, &req)
+        check(state, req)
     };
-    match verdict {
-        Ok(()) => next.run(req).await,
-        Err((e, reason)) => {
-            tracing::info!(method = %req.method(), path = req.uri().path(), status = e.status().as_u16(), reason, "state-changing request refused by the CSRF layer");
-            state.metrics.csrf_rejection(reason);
-            if state.audit.enabled() {
-                let session = current_session(&req);
-                let ctx = AuditContext::of_request(&req, &state.config.server.trusted_proxies);
-                state.audit.event(AuditEvent {
-                    event: "csrf_rejected",
-                    reason: Some(reason),
-                    subject: session.map(|s| s.record.sub.as_str()),
-                    session: session.map(|s| &s.key),
-                    ctx: Some(&ctx),
-                    ..AuditEvent::default()
-                });
-            }
-            e.into_response()
-        }
+    let (e, reason) = verdict.err()?;
+    tracing::info!(method = %req.method(), path = req.uri().path(), status = e.status().as_u16(), reason, "state-changing request refused by the CSRF layer");
+    state.metrics.csrf_rejection(reason);
+    if state.audit.enabled() {
+        let session = current_session(req);
+        let ctx = AuditContext::of_request(req, &state.config.server.trusted_proxies);
+        state.audit.event(AuditEvent {
+            event: "csrf_rejected",
+            reason: Some(reason),
+            subject: session.map(|s| s.record.sub.as_str()),
+            session: session.map(|s| &s.key),
+            ctx: Some(&ctx),
+            ..AuditEvent::default()
+        });
     }
+    Some(e.into_response())
 }
 
 fn current_session(req: &Request) -> Option<&crate::session::Session> {

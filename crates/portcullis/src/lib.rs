@@ -40,7 +40,7 @@ use tower::ServiceBuilder;
 
 use crate::{
     config::{Config, StoreConfig},
-    http::security_headers::SecurityHeaders,
+    http::{around::AroundLayer, security_headers::SecurityHeaders},
     oidc::OidcProvider,
     session::{SessionManager, refresh::Refresher},
     store::{MemoryStore, RedisStore, SessionStore},
@@ -225,10 +225,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             session::layer::load_session,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            csrf::require_token,
-        ))
+        .layer(AroundLayer(csrf::RequireToken(state.clone())))
         .service(routed);
     // Probes sit beside the session and CSRF layers, so they never depend on (or touch) a session.
     let probed = Router::new()
@@ -237,25 +234,16 @@ pub fn app(state: AppState) -> Router {
         .fallback_service(gated)
         .with_state(state.clone());
     let outer = ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(AroundLayer(metrics::Track(state.clone())))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             telemetry::request_span,
         ))
-        .layer(middleware::from_fn_with_state(
-            SecurityHeaders::new(&state.config.headers),
-            http::security_headers::apply,
-        ))
+        .layer(AroundLayer(SecurityHeaders::new(&state.config.headers)))
         // Inside the security headers, outside everything else: every response, errors of the
         // hygiene layer included, leaves with a Content-Security-Policy.
-        .layer(middleware::from_fn_with_state(
-            state.pwa.clone(),
-            pwa::fallback_csp,
-        ))
-        .layer(middleware::from_fn(http::hygiene::reject_unsafe_requests))
+        .layer(AroundLayer(pwa::FallbackCsp(state.pwa.clone())))
+        .layer(AroundLayer(http::hygiene::RejectUnsafeRequests))
         .service(probed);
     Router::new().fallback_service(outer)
 }

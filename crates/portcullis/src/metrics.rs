@@ -12,11 +12,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::{extract::Request, response::Response};
 use bytes::Bytes;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text},
@@ -31,6 +27,7 @@ use prometheus_client::{
 use crate::{
     AppState,
     config::path_within,
+    http::around::{Around, Before},
     store::{Entry, IndexKey, LockToken, MemoryStore, SessionStore, StoreError, StoreKey},
 };
 
@@ -319,14 +316,24 @@ pub fn route_class(state: &AppState, path: &str) -> &'static str {
 }
 
 /// Outermost layer: counts every response and times the whole request.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let class = route_class(&state, req.uri().path());
-    let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    state
-        .metrics
-        .request(class, resp.status().as_u16(), started.elapsed());
-    resp
+#[derive(Debug, Clone)]
+pub struct Track(pub AppState);
+
+impl Around for Track {
+    type Carry = (&'static str, std::time::Instant);
+
+    fn before(&self, req: &mut Request) -> Before<Self::Carry> {
+        Before::Continue((
+            route_class(&self.0, req.uri().path()),
+            std::time::Instant::now(),
+        ))
+    }
+
+    fn after(&self, (class, started): Self::Carry, resp: &mut Response) {
+        self.0
+            .metrics
+            .request(class, resp.status().as_u16(), started.elapsed());
+    }
 }
 
 /// A store that counts its backend's failures (`portcullis_store_errors_total{op}`).

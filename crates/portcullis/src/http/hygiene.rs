@@ -5,11 +5,13 @@
 
 use axum::{
     extract::Request,
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use super::problem::ApiError;
+use super::{
+    around::{Around, Before},
+    problem::ApiError,
+};
 
 /// Headers some frameworks use to turn a POST into another method. Never honoured.
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
@@ -18,7 +20,24 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-pub async fn reject_unsafe_requests(req: Request, next: Next) -> Response {
+/// The hygiene layer: refuses what the module docs list, with 400, before any routing.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectUnsafeRequests;
+
+impl Around for RejectUnsafeRequests {
+    type Carry = ();
+
+    fn before(&self, req: &mut Request) -> Before<()> {
+        match refusal(req) {
+            Some(resp) => Before::Answer(resp),
+            None => Before::Continue(()),
+        }
+    }
+
+    fn after(&self, (): (), _: &mut Response) {}
+}
+
+fn refusal(req: &Request) -> Option<Response> {
     if let Err(why) = check_framing(req.headers()) {
         tracing::info!(reason = why, "request framing refused");
         let mut resp = ApiError::BadRequest("malformed request").into_response();
@@ -27,32 +46,32 @@ pub async fn reject_unsafe_requests(req: Request, next: Next) -> Response {
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
         );
-        return resp;
+        return Some(resp);
     }
     if let Err(why) = check_path(req.uri().path()) {
         tracing::info!(reason = why, "request path refused");
-        return ApiError::BadRequest("path not allowed").into_response();
+        return Some(ApiError::BadRequest("path not allowed").into_response());
     }
     if METHOD_OVERRIDE_HEADERS
         .iter()
         .any(|h| req.headers().contains_key(*h))
     {
         tracing::info!("method-override header refused");
-        return ApiError::BadRequest("method override not allowed").into_response();
+        return Some(ApiError::BadRequest("method override not allowed").into_response());
     }
     if let Some(v) = req.headers().get(http::header::UPGRADE)
         && !v.as_bytes().eq_ignore_ascii_case(b"websocket")
     {
         tracing::info!("non-WebSocket Upgrade refused");
-        return ApiError::BadRequest("upgrade not allowed").into_response();
+        return Some(ApiError::BadRequest("upgrade not allowed").into_response());
     }
     if let Some(q) = req.uri().query()
         && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.eq_ignore_ascii_case("_method"))
     {
         tracing::info!("method-override parameter refused");
-        return ApiError::BadRequest("method override not allowed").into_response();
+        return Some(ApiError::BadRequest("method override not allowed").into_response());
     }
-    next.run(req).await
+    None
 }
 
 /// RFC 9112 3.2: at most one `Host`, and a valid one (no userinfo). RFC 9112 6.1: a request with

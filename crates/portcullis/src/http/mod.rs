@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every layer: problem responses, client address, request hygiene and
 //! baseline security headers.
 
+pub mod around;
 pub mod client_ip;
 pub mod hygiene;
 pub mod problem;

@@ -19,9 +19,10 @@
 
 use std::sync::Arc;
 
-use axum::{extract::Request, middleware::Next, response::Response};
+use axum::{extract::Request, response::Response};
 use http::{HeaderName, HeaderValue};
 
+use super::around::{Around, Before};
 use crate::config::HeadersConfig;
 
 /// The fixed set, computed once at start-up.
@@ -72,17 +73,20 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn apply(
-    axum::extract::State(headers): axum::extract::State<SecurityHeaders>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    for (name, value) in headers.0.iter() {
-        h.insert(name.clone(), value.clone());
+/// The layer: sets the headers on every response, overwriting any upstream value.
+impl Around for SecurityHeaders {
+    type Carry = ();
+
+    fn before(&self, _: &mut Request) -> Before<()> {
+        Before::Continue(())
     }
-    resp
+
+    fn after(&self, (): (), resp: &mut Response) {
+        let h = resp.headers_mut();
+        for (name, value) in self.0.iter() {
+            h.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// `Clear-Site-Data` for a successful logout, e.g. `"cache", "storage"`; `None` when the list

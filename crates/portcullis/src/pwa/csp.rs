@@ -4,7 +4,7 @@
 //! nonce'd script loads them, `'strict-dynamic'`), no plugins, no `<base>`, no framing, forms post
 //! only to this origin, and DOM XSS sinks take only Trusted Types from allow-listed policies.
 //! Every other response the gateway produces (API JSON, problems, images, ...) gets
-//! [`NON_DOCUMENT_POLICY`] unless it already carries a policy (see [`super::fallback_csp`]).
+//! [`NON_DOCUMENT_POLICY`] unless it already carries a policy (see [`super::FallbackCsp`]).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use http::{HeaderName, HeaderValue};

@@ -14,7 +14,7 @@
 //! - **CSP**: every HTML response is rewritten with a fresh nonce on its scripts ([`rewrite`]) and
 //!   sent with the matching policy ([`csp`]), `Cache-Control: no-cache, private` and no ETag, so
 //!   a nonce is never served twice. Other responses get [`csp::NON_DOCUMENT_POLICY`] from
-//!   [`fallback_csp`], except scripts (a worker script's policy would govern the worker).
+//!   [`FallbackCsp`], except scripts (a worker script's policy would govern the worker).
 
 pub mod csp;
 mod files;
@@ -25,15 +25,17 @@ use std::path::{Path, PathBuf};
 
 use axum::{
     body::Body,
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
 
 use crate::{
     config::{Config, StaticConfig, path_within},
-    http::problem::ApiError,
+    http::{
+        around::{Around, Before},
+        problem::ApiError,
+    },
 };
 use csp::Csp;
 use files::{CacheClass, Coding, ETags};
@@ -43,7 +45,7 @@ use path::SafePath;
 const MAX_HTML: u64 = 8 << 20;
 
 /// Marks a response whose Content-Security-Policy the PWA module decided (including "none"), so
-/// [`fallback_csp`] leaves it alone.
+/// [`FallbackCsp`] leaves it alone.
 #[derive(Debug, Clone, Copy)]
 struct CspDecided;
 
@@ -341,25 +343,30 @@ pub fn is_navigation(h: &HeaderMap) -> bool {
 /// Outermost layer (inside the security headers): every response that has no policy yet and
 /// that the PWA module did not decide on gets [`csp::NON_DOCUMENT_POLICY`] — API JSON and
 /// problems included. A policy an upstream sent is kept.
-pub async fn fallback_csp(
-    State(pwa): State<std::sync::Arc<Pwa>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut resp = next.run(req).await;
-    if !pwa.csp_enabled() || resp.extensions().get::<CspDecided>().is_some() {
-        return resp;
+#[derive(Debug, Clone)]
+pub struct FallbackCsp(pub std::sync::Arc<Pwa>);
+
+impl Around for FallbackCsp {
+    type Carry = ();
+
+    fn before(&self, _: &mut Request) -> Before<()> {
+        Before::Continue(())
     }
-    let h = resp.headers_mut();
-    if !h.contains_key(header::CONTENT_SECURITY_POLICY)
-        && !h.contains_key(header::CONTENT_SECURITY_POLICY_REPORT_ONLY)
-    {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(csp::NON_DOCUMENT_POLICY),
-        );
+
+    fn after(&self, (): (), resp: &mut Response) {
+        if !self.0.csp_enabled() || resp.extensions().get::<CspDecided>().is_some() {
+            return;
+        }
+        let h = resp.headers_mut();
+        if !h.contains_key(header::CONTENT_SECURITY_POLICY)
+            && !h.contains_key(header::CONTENT_SECURITY_POLICY_REPORT_ONLY)
+        {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(csp::NON_DOCUMENT_POLICY),
+            );
+        }
     }
-    resp
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use clap::Parser;
 
 /// mimalloc: measurably fewer instructions per proxied request than glibc's allocator, with
-/// per-thread free lists that suit Tokio's work-stealing workers (docs/performance.md).
+/// per-thread free lists that suit the per-core worker threads (docs/performance.md).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

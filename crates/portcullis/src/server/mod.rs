@@ -2,7 +2,8 @@
 //! reload on SIGHUP (see [`crate::reload`]), and a graceful shutdown on SIGTERM/SIGINT:
 //! readiness fails at once, new connections are still accepted for `server.shutdown_delay` (so
 //! load balancers notice), then the listener closes, WebSocket/SSE streams are told to go away
-//! and in-flight requests drain for up to `server.drain_timeout`.
+//! and in-flight requests drain for up to `server.drain_timeout`. Accepted connections are served
+//! on worker threads, one connection on one thread for its whole life (`server/workers.rs`).
 
 mod live;
 mod tls;

@@ -104,6 +104,31 @@ fn is_client_identity(name: &HeaderName) -> bool {
             .any(|p| folded.starts_with(p))
 }
 
+/// Appends `ip` as `Display` writes it. IPv4, the common case, without `core::fmt`: this runs on
+/// every proxied request, and formatting through `fmt` cost ~2,000 instructions of ~90,000.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Rewrites the browser's request headers for the upstream.
 pub fn upstream_request(
     h: &mut HeaderMap,
@@ -123,10 +148,15 @@ pub fn upstream_request(
     auth.set_sensitive(true);
     h.insert(header::AUTHORIZATION, auth);
     let xff = match (prior_forwarded_for, client_ip) {
-        (Some(prior), Some(ip)) => Some(format!("{prior}, {ip}")),
-        (None, Some(ip)) => Some(ip.to_string()),
-        (Some(prior), None) => Some(prior),
-        (None, None) => None,
+        (prior, Some(ip)) => {
+            let mut v = match prior {
+                Some(p) => p + ", ",
+                None => String::with_capacity(15),
+            };
+            push_ip(&mut v, ip);
+            Some(v)
+        }
+        (prior, None) => prior,
     };
     if let Some(v) = xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(X_FORWARDED_FOR, v);
@@ -149,6 +179,28 @@ pub fn downstream_response(h: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_matches_display() {
+        let mut addrs: Vec<IpAddr> = (0..=255u8)
+            .flat_map(|o| {
+                [
+                    IpAddr::from([o, 0, 10, 255]),
+                    IpAddr::from([9, o, 100, 1]),
+                    IpAddr::from([127, 99, o, 200]),
+                    IpAddr::from([255, 1, 0, o]),
+                ]
+            })
+            .collect();
+        addrs.push("::1".parse().expect("v6"));
+        addrs.push("::ffff:192.0.2.7".parse().expect("v6"));
+        addrs.push("2001:db8::8a2e:370:7334".parse().expect("v6"));
+        for ip in addrs {
+            let mut out = String::from("prior, ");
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("prior, {ip}"));
+        }
+    }
 
     fn origin() -> PublicOrigin {
         PublicOrigin {

@@ -87,12 +87,10 @@ pub struct PerWorker<T> {
 
 impl<T> PerWorker<T> {
     /// One value for each of `workers` workers and one for the other threads.
-    pub fn new(workers: usize, make: impl FnMut() -> T) -> Self {
-        let values: Vec<T> = std::iter::repeat_with(make)
-            .take(workers.max(1) + 1)
-            .collect();
-        PerWorker {
-            values: values.into_boxed_slice(),
+    pub fn new(workers: usize, mut make: impl FnMut() -> T) -> Self {
+        match Self::try_new(workers, || Ok::<T, std::convert::Infallible>(make())) {
+            Ok(values) => values,
+            Err(never) => match never {},
         }
     }
 

@@ -35,12 +35,16 @@ mod telemetry;
 
 use std::sync::Arc;
 
-use axum::{Router, middleware, routing::get};
+use axum::Router;
 use tower::ServiceBuilder;
 
 use crate::{
     config::{Config, StoreConfig},
-    http::{around::AroundLayer, security_headers::SecurityHeaders},
+    http::{
+        around::{AroundLayer, AroundService},
+        security_headers::SecurityHeaders,
+        wrap::{WrapLayer, WrapService},
+    },
     oidc::OidcProvider,
     session::{SessionManager, refresh::Refresher},
     store::{MemoryStore, RedisStore, SessionStore},
@@ -208,42 +212,59 @@ impl AppState {
     }
 }
 
-/// The whole HTTP stack.
+/// The whole HTTP stack, as a `Router` (what tests drive in-process; see [`public_service`]).
+pub fn app(state: AppState) -> Router {
+    Router::new().fallback_service(public_service(state))
+}
+
+/// The public listener's stack, outermost layer first (the module docs list them).
+pub type Public = AroundService<
+    metrics::Track,
+    WrapService<
+        telemetry::RequestSpan,
+        AroundService<
+            SecurityHeaders,
+            AroundService<
+                pwa::FallbackCsp,
+                AroundService<
+                    http::hygiene::RejectUnsafeRequests,
+                    health::Probes<
+                        WrapService<
+                            session::layer::LoadSession,
+                            AroundService<csrf::RequireToken, Router>,
+                        >,
+                    >,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// The whole HTTP stack as the server runs it: the same as [`app`] without its outer `Router`.
 ///
 /// The middleware is composed once around the routers (`ServiceBuilder`), not with
 /// `Router::layer`: that wraps every route in its own boxed copy of the stack, and each layer
 /// then clones the boxed rest of it on every request, so the allocations per request grew with
-/// the square of the number of layers (measured in docs/performance.md).
-pub fn app(state: AppState) -> Router {
+/// the square of the number of layers (measured in docs/performance.md). The type is spelled
+/// out so that nothing boxes it either.
+pub fn public_service(state: AppState) -> Public {
     let routed = Router::new()
         .nest(&state.config.bff_prefix, bff::router())
         .merge(compose::router(&state.config.compose))
         .fallback(proxy::dispatch)
         .with_state(state.clone());
-    let gated = ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            session::layer::load_session,
-        ))
-        .layer(AroundLayer(csrf::RequireToken(state.clone())))
-        .service(routed);
-    // Probes sit beside the session and CSRF layers, so they never depend on (or touch) a session.
-    let probed = Router::new()
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .fallback_service(gated)
-        .with_state(state.clone());
-    let outer = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(AroundLayer(metrics::Track(state.clone())))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            telemetry::request_span,
-        ))
+        .layer(WrapLayer(telemetry::RequestSpan(state.clone())))
         .layer(AroundLayer(SecurityHeaders::new(&state.config.headers)))
         // Inside the security headers, outside everything else: every response, errors of the
         // hygiene layer included, leaves with a Content-Security-Policy.
         .layer(AroundLayer(pwa::FallbackCsp(state.pwa.clone())))
         .layer(AroundLayer(http::hygiene::RejectUnsafeRequests))
-        .service(probed);
-    Router::new().fallback_service(outer)
+        // Probes sit beside the session and CSRF layers, so they never depend on (or touch) a
+        // session.
+        .layer(health::ProbesLayer(state.clone()))
+        .layer(WrapLayer(session::layer::LoadSession(state.clone())))
+        .layer(AroundLayer(csrf::RequireToken(state)))
+        .service(routed)
 }

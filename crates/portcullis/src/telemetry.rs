@@ -2,12 +2,11 @@
 //! carries the code and state), status, a request id and the W3C trace id are recorded; no
 //! header, cookie or token.
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use std::convert::Infallible;
+
+use axum::{extract::Request, response::Response};
 use http::HeaderValue;
+use tower::Service;
 use tracing::Instrument;
 
 use crate::{
@@ -16,6 +15,7 @@ use crate::{
     http::{
         client_ip,
         trace_context::{self, TRACEPARENT, TRACESTATE, TraceContext},
+        wrap::{Next, Wrap},
     },
 };
 
@@ -47,59 +47,71 @@ pub fn init(format: LogFormat, otlp: Option<opentelemetry_sdk::trace::SdkTracer>
 /// The request's `traceparent` is replaced by the gateway's own, so the proxy (which passes
 /// request headers through) hands upstreams the gateway's span as their parent; the context is
 /// also task-local for the calls to the OpenID Provider.
-pub async fn request_span(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = crate::crypto::random::identifier::<12>();
-    let trusted = client_ip::peer_addr(&req).is_some_and(|p| {
-        state
-            .config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&p))
-    });
-    let incoming = trusted
-        .then(|| req.headers().get(TRACEPARENT))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse);
-    if incoming.is_none() {
-        // Not continued: neither the caller's trace id nor its vendor state goes further.
-        req.headers_mut().remove(TRACESTATE);
-    }
-    req.headers_mut().remove(TRACEPARENT);
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        trace_id = tracing::field::Empty,
-        method = %req.method(),
-        path = %req.uri().path()
-    );
-    // With OTLP export the exported span's ids are the ones propagated; otherwise our own.
-    let ctx = crate::otlp::bind_request_span(&span, incoming).or_else(|| match incoming {
-        Some(parent) => parent.child(),
-        None => TraceContext::new_root(),
-    });
-    if let Some(c) = ctx {
-        span.record("trace_id", c.trace_id_hex());
-    }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID, v);
-    }
-    if let Some(c) = ctx {
-        req.headers_mut().insert(TRACEPARENT, c.header_value());
-        req.extensions_mut().insert(c);
-    }
-    let run = async move {
-        let mut resp = next.run(req).await;
-        tracing::debug!(status = resp.status().as_u16(), "response");
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert(REQUEST_ID, v);
+///
+/// A [`Wrap`] step (see [`crate::http::wrap`]).
+#[derive(Debug, Clone)]
+pub struct RequestSpan(pub AppState);
+
+impl Wrap for RequestSpan {
+    async fn wrap<S>(self, mut req: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let state = self.0;
+        let id = crate::crypto::random::identifier::<12>();
+        let trusted = client_ip::peer_addr(&req).is_some_and(|p| {
+            state
+                .config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&p))
+        });
+        let incoming = trusted
+            .then(|| req.headers().get(TRACEPARENT))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
+        if incoming.is_none() {
+            // Not continued: neither the caller's trace id nor its vendor state goes further.
+            req.headers_mut().remove(TRACESTATE);
         }
-        resp
-    }
-    .instrument(span);
-    match ctx {
-        Some(c) => trace_context::scope(c, run).await,
-        None => run.await,
+        req.headers_mut().remove(TRACEPARENT);
+        let span = tracing::info_span!(
+            "request",
+            id = %id,
+            trace_id = tracing::field::Empty,
+            method = %req.method(),
+            path = %req.uri().path()
+        );
+        // With OTLP export the exported span's ids are the ones propagated; otherwise our own.
+        let ctx = crate::otlp::bind_request_span(&span, incoming).or_else(|| match incoming {
+            Some(parent) => parent.child(),
+            None => TraceContext::new_root(),
+        });
+        if let Some(c) = ctx {
+            span.record("trace_id", c.trace_id_hex());
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
+        if let Some(c) = ctx {
+            req.headers_mut().insert(TRACEPARENT, c.header_value());
+            req.extensions_mut().insert(c);
+        }
+        let run = async move {
+            let mut resp = next.run(req).await;
+            tracing::debug!(status = resp.status().as_u16(), "response");
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert(REQUEST_ID, v);
+            }
+            resp
+        }
+        .instrument(span);
+        match ctx {
+            Some(c) => trace_context::scope(c, run).await,
+            None => run.await,
+        }
     }
 }

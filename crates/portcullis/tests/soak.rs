@@ -373,7 +373,18 @@ timeout = "10s"
     for (t, rss) in &samples {
         eprintln!("soak: t={t:>4}s RSS (KiB) {rss:?}");
     }
-    assert!(errors.is_empty(), "unexpected outcomes: {errors:#?}");
+    if !errors.is_empty() {
+        // The gateways' own account (warnings and errors) says which dependency failed.
+        let logs: String = gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let log = std::fs::read_to_string(&g.log).unwrap_or_default();
+                format!("--- gateway {i} log ---\n{log}")
+            })
+            .collect();
+        panic!("unexpected outcomes: {errors:#?}\n{logs}");
+    }
     assert!(tally.logins.load(Ordering::Relaxed) >= users as u64);
     assert!(
         tally.logouts.load(Ordering::Relaxed) >= 1,

@@ -7,3 +7,4 @@ pub mod hygiene;
 pub mod problem;
 pub mod security_headers;
 pub mod trace_context;
+pub mod wrap;

@@ -69,6 +69,10 @@ const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// only absorbs clock skew (the same bound as an ID token at the end of the code flow).
 const PASSWORD_GRANT_ID_TOKEN_MAX_AGE: u64 = 600;
 
+/// How long a connection to the provider may stay idle: under the 5 s keep-alive timeout of
+/// common servers, so the provider never closes a connection this client is about to use.
+const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -83,6 +87,11 @@ impl OidcProvider {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.http_timeout)
             .connect_timeout(cfg.http_timeout)
+            // Close idle connections before the provider does. A token request (a POST: never
+            // retried) sent on a connection the provider is closing at that moment fails, and a
+            // failed refresh is a 503 for the browser. Node.js (oidc-provider) and Apache close
+            // idle keep-alive connections after 5 s; reqwest's default keeps them for 90 s.
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;

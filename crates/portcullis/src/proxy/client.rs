@@ -1,6 +1,6 @@
-//! The pooled upstream HTTP client: HTTP/1.1 and HTTP/2 (ALPN over TLS), rustls with the ring
-//! provider and the Mozilla root set, keep-alive pooling, TCP_NODELAY, no redirect following (a
-//! proxy passes redirects through).
+//! Upstream client settings shared by the route pools (`pool.rs`) and the WebSocket handshake
+//! client: rustls with the ring provider and the Mozilla root set, TCP_NODELAY, keep-alive, no
+//! redirect following (a proxy passes redirects through).
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,35 +15,39 @@ use hyper_util::{
 pub type UpstreamBody = Limited<Body>;
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-pub fn build(connect_timeout: Duration) -> anyhow::Result<UpstreamClient> {
-    build_with(connect_timeout, true)
+/// An idle upstream connection is closed after this long (give or take half of it).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per route and worker thread.
+pub const MAX_IDLE: usize = 256;
+
+/// TLS to upstreams: the public web PKI (Mozilla's roots), rustls's safe protocol versions.
+pub fn web_pki_tls() -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// HTTP/1.1 only, for WebSocket handshakes: the `Upgrade` mechanism does not exist in HTTP/2,
 /// so ALPN must not pick h2 on a `wss` upstream.
 pub fn build_http1(connect_timeout: Duration) -> anyhow::Result<UpstreamClient> {
-    build_with(connect_timeout, false)
-}
-
-fn build_with(connect_timeout: Duration, http2: bool) -> anyhow::Result<UpstreamClient> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)?
+        .with_tls_config(web_pki_tls()?)
         .https_or_http()
-        .enable_http1();
-    let https = if http2 {
-        https.enable_http2().wrap_connector(http)
-    } else {
-        https.wrap_connector(http)
-    };
+        .enable_http1()
+        .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(https))

@@ -41,12 +41,16 @@ static BROWSER_ONLY: [HeaderName; 10] = [
 ];
 
 /// Headers named in `Connection` (RFC 9110 §7.6.1): hop-by-hop for this message only.
+/// `keep-alive`, which every HTTP/1.1 browser request names, is in [`HOP_BY_HOP`] already and
+/// is skipped here, so the common request parses no name and allocates nothing.
 fn named_in_connection(h: &HeaderMap) -> Vec<HeaderName> {
     h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect()
 }
 

@@ -5,8 +5,11 @@
 
 mod client;
 pub mod headers;
+mod pool;
 mod sse;
 mod websocket;
+
+use std::sync::Arc;
 
 use axum::{
     Extension,
@@ -32,7 +35,7 @@ struct Route {
     cfg: RouteConfig,
     /// One connection pool per worker thread: a request borrows a connection driven by its own
     /// thread (see `server::PerWorker`).
-    client: PerWorker<client::UpstreamClient>,
+    pool: PerWorker<Arc<pool::Pool>>,
     /// HTTP/1.1-only client for WebSocket handshakes (routes with `websocket = true`).
     ws_client: Option<client::UpstreamClient>,
 }
@@ -47,13 +50,21 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let workers = config.server.worker_threads;
+        let tls = client::web_pki_tls()?;
         let mut routes = config
             .routes
             .iter()
             .map(|r| {
                 Ok(Route {
                     cfg: r.clone(),
-                    client: PerWorker::try_new(workers, || client::build(r.connect_timeout))?,
+                    pool: PerWorker::try_new(workers, || {
+                        let limits = pool::Limits {
+                            connect_timeout: r.connect_timeout,
+                            idle_timeout: client::IDLE_TIMEOUT,
+                            max_idle: client::MAX_IDLE,
+                        };
+                        pool::Pool::new(&r.upstream, tls.clone(), limits).map(Arc::new)
+                    })?,
                     ws_client: if r.websocket {
                         Some(client::build_http1(r.connect_timeout)?)
                     } else {
@@ -114,7 +125,9 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let proxy = &state.proxy;
     let Some(route) = proxy.route_for(req.uri().path()) else {
-        return Ok(state.pwa.serve(req).await);
+        // Boxed, like the other paths off the proxied hot path: a future carries the state of
+        // every branch it may take, and is copied whole each time the stack boxes it.
+        return Ok(Box::pin(state.pwa.serve(req)).await);
     };
     // Route policy and client profile: a refused request never reaches the upstream.
     let plan = match compose::gate(
@@ -132,7 +145,7 @@ async fn forward(
             // A WebSocket is tied to a session (it is closed when the session ends).
             return Err(ApiError::BadRequest("upgrade not allowed on this route"));
         }
-        return forward_public(state, route, req, plan).await;
+        return Box::pin(forward_public(state, route, req, plan)).await;
     }
     let session = current.0.ok_or(ApiError::Unauthenticated)?;
     // WebSocket upgrades: only on routes that allow them, same Origin (see websocket.rs).
@@ -173,12 +186,11 @@ async fn forward(
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
     if let Some(hs) = ws {
-        return websocket::connect(state, route, &session, hs, parts).await;
+        return Box::pin(websocket::connect(state, route, &session, hs, parts)).await;
     }
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, proxy.max_body));
     let started = std::time::Instant::now();
-    let sent =
-        tokio::time::timeout(route.cfg.timeout, route.client.get().request(upstream_req)).await;
+    let sent = tokio::time::timeout(route.cfg.timeout, route.pool.get().send(upstream_req)).await;
     state.metrics.upstream(started.elapsed());
     let resp = match sent {
         Err(_) => {
@@ -186,7 +198,7 @@ async fn forward(
             state.metrics.upstream_error("timeout");
             return Err(ApiError::GatewayTimeout);
         }
-        Ok(Err(e)) => return Err(classify(state, &route.cfg, &e)),
+        Ok(Err(e)) => return Err(classify(state, &route.cfg, &e, e.is_connect())),
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
@@ -258,15 +270,14 @@ async fn forward_public(
     parts.extensions = http::Extensions::new();
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, state.proxy.max_body));
     let started = std::time::Instant::now();
-    let sent =
-        tokio::time::timeout(route.cfg.timeout, route.client.get().request(upstream_req)).await;
+    let sent = tokio::time::timeout(route.cfg.timeout, route.pool.get().send(upstream_req)).await;
     state.metrics.upstream(started.elapsed());
     let resp = match sent {
         Err(_) => {
             state.metrics.upstream_error("timeout");
             return Err(ApiError::GatewayTimeout);
         }
-        Ok(Err(e)) => return Err(classify(state, &route.cfg, &e)),
+        Ok(Err(e)) => return Err(classify(state, &route.cfg, &e, e.is_connect())),
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
@@ -283,7 +294,7 @@ pub(crate) async fn get_part(
     prefix: &str,
     path_and_query: &str,
     headers: http::HeaderMap,
-) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+) -> Result<http::Response<pool::ResponseBody>, ApiError> {
     let route = state
         .proxy
         .routes
@@ -300,9 +311,9 @@ pub(crate) async fn get_part(
     *req.uri_mut() = upstream_uri(&route.cfg, &incoming)?;
     *req.headers_mut() = headers;
     let started = std::time::Instant::now();
-    let sent = route.client.get().request(req).await;
+    let sent = route.pool.get().send(req).await;
     state.metrics.upstream(started.elapsed());
-    sent.map_err(|e| classify(state, &route.cfg, &e))
+    sent.map_err(|e| classify(state, &route.cfg, &e, e.is_connect()))
 }
 
 /// The session's access token, refreshed first if it is due. A failed refresh is audited here,
@@ -333,12 +344,14 @@ pub(crate) async fn access_token(
         })
 }
 
+/// What the browser is told when an upstream exchange failed (`connect`: no connection was made).
 fn classify(
     state: &AppState,
     route: &RouteConfig,
-    e: &hyper_util::client::legacy::Error,
+    e: &(dyn std::error::Error + 'static),
+    connect: bool,
 ) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
             return ApiError::PayloadTooLarge;
@@ -352,7 +365,7 @@ fn classify(
         }
         source = s.source();
     }
-    if e.is_connect() {
+    if connect {
         tracing::warn!(route = %route.prefix, error = %e, "upstream connection failed");
         state.metrics.upstream_error("connect");
     } else {

@@ -4,12 +4,11 @@
 //! session, so it ends when the session ends (see [`crate::session::streams`]); the browser's
 //! `EventSource` then reconnects, gets 401 and stops.
 
+use super::pool::ResponseBody;
+use crate::session::streams::StreamHandle;
 use axum::body::Body;
 use http::{HeaderMap, header};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Incoming;
-
-use crate::session::streams::StreamHandle;
 
 /// `Content-Type: text/event-stream` (parameters ignored).
 pub fn is_event_stream(h: &HeaderMap) -> bool {
@@ -20,7 +19,7 @@ pub fn is_event_stream(h: &HeaderMap) -> bool {
 }
 
 /// The upstream body, ended early (cleanly: a final empty chunk) when the session ends.
-pub fn until_session_ends(body: Incoming, handle: StreamHandle) -> Body {
+pub fn until_session_ends(body: ResponseBody, handle: StreamHandle) -> Body {
     let frames =
         futures_util::stream::unfold((body, handle), |(mut body, mut handle)| async move {
             tokio::select! {

@@ -156,7 +156,7 @@ pub async fn connect(
             state.metrics.upstream_error("timeout");
             return Err(ApiError::GatewayTimeout);
         }
-        Ok(Err(e)) => return Err(super::classify(state, &route.cfg, &e)),
+        Ok(Err(e)) => return Err(super::classify(state, &route.cfg, &e, e.is_connect())),
         Ok(Ok(r)) => r,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {

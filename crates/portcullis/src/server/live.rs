@@ -8,13 +8,13 @@ use arc_swap::ArcSwap;
 use axum::{Extension, Router};
 
 use crate::{
-    AppState, app,
+    AppState, Public, public_service,
     reload::{Reloader, Swap},
 };
 
 struct Serving {
     state: AppState,
-    public: Router,
+    public: Public,
     admin: Router,
 }
 
@@ -39,7 +39,7 @@ fn build(state: AppState, reloader: Option<&Weak<Reloader>>) -> Arc<Serving> {
         admin = admin.layer(Extension(Weak::clone(r)));
     }
     Arc::new(Serving {
-        public: app(state.clone()),
+        public: public_service(state.clone()),
         admin,
         state,
     })
@@ -66,7 +66,7 @@ impl Live {
         self.serving.load().state.clone()
     }
 
-    pub fn public(&self) -> Router {
+    pub fn public(&self) -> Public {
         self.serving.load().public.clone()
     }
 

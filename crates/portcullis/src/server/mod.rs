@@ -282,7 +282,7 @@ struct PublicService {
 impl hyper::service::Service<http::Request<Incoming>> for PublicService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = tower::util::Oneshot<Router, axum::extract::Request>;
+    type Future = tower::util::Oneshot<crate::Public, axum::extract::Request>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let mut req = req.map(axum::body::Body::new);

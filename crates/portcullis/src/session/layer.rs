@@ -1,40 +1,58 @@
 //! The session layer: cookie → ticket → sealed record → [`CurrentSession`] in the request's
 //! extensions. A store failure refuses the request (503): fail closed.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
+use tower::Service;
 
 use super::{Session, cookie, ticket::Ticket};
-use crate::{AppState, config::path_within, http::problem::ApiError};
+use crate::{
+    AppState,
+    config::path_within,
+    http::{
+        problem::ApiError,
+        wrap::{Next, Wrap},
+    },
+};
 
 /// The session of this request, if the cookie named a live one.
 #[derive(Debug, Clone, Default)]
 pub struct CurrentSession(pub Option<Arc<Session>>);
 
-pub async fn load_session(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if !needs_session(&state, &req) {
-        req.extensions_mut().insert(CurrentSession(None));
-        return next.run(req).await;
+/// The session layer's step (see [`crate::http::wrap`]).
+#[derive(Debug, Clone)]
+pub struct LoadSession(pub AppState);
+
+impl Wrap for LoadSession {
+    async fn wrap<S>(self, mut req: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let state = self.0;
+        if !needs_session(&state, &req) {
+            req.extensions_mut().insert(CurrentSession(None));
+            return next.run(req).await;
+        }
+        let name = &state.config.session.cookie_name;
+        let ticket = cookie::single(req.headers(), name).and_then(Ticket::parse);
+        let current = match ticket {
+            None => CurrentSession(None),
+            Some(t) => match state.sessions.load(t).await {
+                Ok(s) => CurrentSession(s.map(Arc::new)),
+                Err(e) => {
+                    tracing::error!(error = %e, "session store failure: refusing the request");
+                    return ApiError::Unavailable.into_response();
+                }
+            },
+        };
+        req.extensions_mut().insert(current);
+        next.run(req).await
     }
-    let name = &state.config.session.cookie_name;
-    let ticket = cookie::single(req.headers(), name).and_then(Ticket::parse);
-    let current = match ticket {
-        None => CurrentSession(None),
-        Some(t) => match state.sessions.load(t).await {
-            Ok(s) => CurrentSession(s.map(Arc::new)),
-            Err(e) => {
-                tracing::error!(error = %e, "session store failure: refusing the request");
-                return ApiError::Unavailable.into_response();
-            }
-        },
-    };
-    req.extensions_mut().insert(current);
-    next.run(req).await
 }
 
 /// Only `/bff/*`, `/api/*`, the route table and state-changing requests (which the CSRF layer checks

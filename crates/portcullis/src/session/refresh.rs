@@ -56,6 +56,19 @@ impl Refresher {
         if !needs_refresh(&session.record, skew, now_unix()) {
             return Ok(session.record.access_token.clone());
         }
+        // Boxed: the provider exchange's state is large, and would otherwise be carried (and
+        // copied) by every proxied request's future, not only by the few that refresh.
+        Box::pin(self.refresh(sessions, oidc, session, skew)).await
+    }
+
+    /// One refresh per session at a time in this process (see `refresh_locked` for the others).
+    async fn refresh(
+        &self,
+        sessions: &SessionManager,
+        oidc: &OidcProvider,
+        session: &Session,
+        skew: Duration,
+    ) -> Result<String, ApiError> {
         let mutex = Arc::clone(
             self.inflight
                 .entry(session.key.clone())

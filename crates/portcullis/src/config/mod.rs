@@ -225,6 +225,9 @@ pub struct RouteConfig {
     /// WebSocket upgrades are proxied on this route (session cookie + same `Origin` required);
     /// on every other route an upgrade request is refused.
     pub websocket: bool,
+    /// PEM certificates of the CA(s) this `https` upstream's certificate must chain to, instead
+    /// of the public web PKI (`ca_file`); `None`: Mozilla's root set.
+    pub ca_pem: Option<Vec<u8>>,
     /// Methods, public access, required claims/scopes, fixed client profile.
     pub policy: RoutePolicy,
 }

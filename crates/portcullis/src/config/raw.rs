@@ -205,6 +205,8 @@ pub struct RawRoute {
     /// Allows WebSocket upgrades on this route (off by default).
     #[serde(default)]
     pub websocket: bool,
+    /// PEM roots that replace the public web PKI for this (`https`) upstream: a private CA.
+    pub ca_file: Option<String>,
     /// Policy keys (see `super::compose::RawPolicy`), spelled out rather than
     /// `#[serde(flatten)]`: serde does not support `flatten` together with
     /// `deny_unknown_fields`, and a misspelt route key must stay an error.

@@ -64,6 +64,13 @@ impl Validator {
                     profile: r.profile,
                 },
             );
+            let ca_pem = r.ca_file.as_ref().and_then(|path| {
+                let key = format!("{key}.ca_file");
+                if upstream.as_ref().is_some_and(|u| u.scheme() != "https") {
+                    self.problem(&key, "only for an https upstream");
+                }
+                self.ok(&key, read_ca_pem(path))
+            });
             if let Some(upstream) = upstream {
                 out.push(RouteConfig {
                     prefix: r.prefix,
@@ -71,12 +78,26 @@ impl Validator {
                     timeout,
                     connect_timeout,
                     websocket: r.websocket,
+                    ca_pem,
                     policy,
                 });
             }
         }
         out
     }
+}
+
+/// A PEM file of one or more CA certificates (a private PKI's roots), read and checked now so
+/// that a wrong path or file fails the configuration, not the first request.
+pub(super) fn read_ca_pem(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path}: invalid PEM ({e})"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(pem)
 }
 
 /// `true` when `path` is `prefix` or lies below it, segment-wise (`/api/orders` is not within `/api/o`).

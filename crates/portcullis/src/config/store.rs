@@ -95,22 +95,10 @@ impl Validator {
                         "must not contain `{` or `}` (hash tags are Portcullis's)",
                     );
                 }
-                let ca_pem = raw.redis_ca_file.as_ref().and_then(|p| {
-                    self.ok(
-                        "session.redis_ca_file",
-                        std::fs::read(p)
-                            .map_err(|e| format!("cannot read {p}: {e}"))
-                            .and_then(|b| {
-                                if String::from_utf8_lossy(&b)
-                                    .contains("-----BEGIN CERTIFICATE-----")
-                                {
-                                    Ok(b)
-                                } else {
-                                    Err(format!("{p} holds no PEM certificate"))
-                                }
-                            }),
-                    )
-                });
+                let ca_pem = raw
+                    .redis_ca_file
+                    .as_ref()
+                    .and_then(|p| self.ok("session.redis_ca_file", super::routes::read_ca_pem(p)));
                 Some(StoreConfig::Redis(RedisConfig {
                     topology: topology?,
                     username: raw.redis_username.clone(),

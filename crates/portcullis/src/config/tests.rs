@@ -155,3 +155,50 @@ fn worker_threads_default_to_the_cpus_and_are_bounded() {
     let err = Config::from_toml(&server("\"2\"")).expect_err("a string");
     assert!(err.to_string().contains("worker_threads"), "{err}");
 }
+
+#[test]
+fn a_route_ca_file_must_be_pem_certificates_for_an_https_upstream() {
+    let dir = std::env::temp_dir().join(format!("portcullis-cfg-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let ca = dir.join("ca.pem");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&ca, params.self_signed(&key).expect("cert").pem()).expect("write");
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "just text\n").expect("write");
+    let route = |upstream: &str, file: &std::path::Path| {
+        with_secrets(
+            "",
+            &format!(
+                "[[routes]]\nprefix = \"/api\"\nupstream = \"{upstream}\"\nca_file = \"{}\"\n",
+                file.display()
+            ),
+        )
+    };
+
+    let c = Config::from_toml(&route("https://orders.internal:8443", &ca)).expect("valid");
+    assert!(c.routes[0].ca_pem.as_ref().is_some_and(|p| !p.is_empty()));
+
+    for (text, expected) in [
+        (
+            route("http://orders.internal:8080", &ca),
+            "only for an https upstream",
+        ),
+        (
+            route("https://orders.internal", &not_pem),
+            "holds no PEM certificate",
+        ),
+        (
+            route("https://orders.internal", &dir.join("missing.pem")),
+            "cannot read",
+        ),
+    ] {
+        let err = Config::from_toml(&text).expect_err(expected).to_string();
+        assert!(
+            err.contains("routes[0].ca_file") && err.contains(expected),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -50,11 +50,11 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let workers = config.server.worker_threads;
-        let tls = client::web_pki_tls()?;
         let mut routes = config
             .routes
             .iter()
             .map(|r| {
+                let tls = client::tls_for(r)?;
                 Ok(Route {
                     cfg: r.clone(),
                     pool: PerWorker::try_new(workers, || {
@@ -66,7 +66,7 @@ impl Proxy {
                         pool::Pool::new(&r.upstream, tls.clone(), limits).map(Arc::new)
                     })?,
                     ws_client: if r.websocket {
-                        Some(client::build_http1(r.connect_timeout)?)
+                        Some(client::build_http1(r.connect_timeout, tls.clone())?)
                     } else {
                         None
                     },
@@ -406,6 +406,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             websocket: false,
+            ca_pem: None,
             policy: Default::default(),
         }
     }

@@ -11,27 +11,17 @@ use common::running::{BoundPort, write_secret};
 use portcullis::crypto::keyring::KeyRing;
 use testkit::{
     idp::{Idp, IdpOptions},
+    pki::TestPki,
     upstream::RecordingUpstream,
 };
 
 /// A CA, and a server certificate it signed for `localhost` and `127.0.0.1`, as PEM files in
 /// `dir`; returns the CA's PEM.
 fn certificates(dir: &Path) -> String {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "portcullis test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let issuer = rcgen::Issuer::new(ca, &ca_key);
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("server params")
-        .signed_by(&key, &issuer)
-        .expect("server certificate");
-    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("cert file");
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key file");
-    ca_cert.pem()
+    let pki = TestPki::issue(&["localhost", "127.0.0.1"]).expect("pki");
+    std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("cert file");
+    std::fs::write(dir.join("key.pem"), &pki.key_pem).expect("key file");
+    pki.ca_pem
 }
 
 struct TlsGateway {

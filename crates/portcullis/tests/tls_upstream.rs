@@ -20,27 +20,10 @@ use testkit::browser::Browser;
 /// A TLS upstream (ALPN h2 and http/1.1) answering what it received: whether a bearer token
 /// and a cookie came, and the path. Returns its port, the CA's PEM and a request counter.
 async fn tls_upstream() -> (u16, String, Arc<AtomicUsize>) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let issuer = rcgen::Issuer::new(ca, &ca_key);
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
-        )
+    let pki = testkit::pki::TestPki::issue(&["localhost"]).expect("pki");
+    let cfg = pki
+        .server_config(&[b"h2", b"http/1.1"])
         .expect("server config");
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -81,7 +64,7 @@ async fn tls_upstream() -> (u16, String, Arc<AtomicUsize>) {
             });
         }
     });
-    (port, ca_cert.pem(), count)
+    (port, pki.ca_pem, count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

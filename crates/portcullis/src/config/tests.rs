@@ -161,10 +161,8 @@ fn a_route_ca_file_must_be_pem_certificates_for_an_https_upstream() {
     let dir = std::env::temp_dir().join(format!("portcullis-cfg-ca-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let ca = dir.join("ca.pem");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    std::fs::write(&ca, params.self_signed(&key).expect("cert").pem()).expect("write");
+    let pki = testkit::pki::TestPki::issue(&["orders.internal"]).expect("pki");
+    std::fs::write(&ca, &pki.ca_pem).expect("write");
     let not_pem = dir.join("not.pem");
     std::fs::write(&not_pem, "just text\n").expect("write");
     let route = |upstream: &str, file: &std::path::Path| {

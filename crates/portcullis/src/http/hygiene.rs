@@ -14,10 +14,11 @@ use super::{
 };
 
 /// Headers some frameworks use to turn a POST into another method. Never honoured.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+/// (`HeaderName`s: a lookup by `&str` parses the name again on every request.)
+pub static METHOD_OVERRIDE_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
 ];
 
 /// The hygiene layer: refuses what the module docs list, with 400, before any routing.
@@ -54,7 +55,7 @@ fn refusal(req: &Request) -> Option<Response> {
     }
     if METHOD_OVERRIDE_HEADERS
         .iter()
-        .any(|h| req.headers().contains_key(*h))
+        .any(|h| req.headers().contains_key(h))
     {
         tracing::info!("method-override header refused");
         return Some(ApiError::BadRequest("method override not allowed").into_response());

@@ -712,9 +712,43 @@ mod tests {
         assert_eq!(seen.accepted(), 2);
     }
 
-    /// Answers one request per connection, then closes it without `Connection: close`: what an
-    /// upstream's idle timeout or restart looks like to a pool.
-    async fn one_shot_upstream() -> (SocketAddr, Arc<Seen>) {
+    /// Reads one request (head and `Content-Length` body) from `tcp`; its request line, or
+    /// `None` at EOF.
+    async fn read_request(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+        let mut chunk = [0u8; 1024];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().expect("length"))
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        buf.drain(..head_end + length);
+        Some(head.lines().next().unwrap_or_default().to_owned())
+    }
+
+    /// A raw HTTP/1.1 upstream that answers the first request on each connection and then
+    /// closes it without `Connection: close`, as an upstream's idle timeout or restart does:
+    /// at once (`read_second = false`), or after reading a second request it leaves unanswered.
+    /// Records each request line.
+    async fn closing_upstream(read_second: bool) -> (SocketAddr, Arc<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
@@ -722,18 +756,24 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 s.accepted.fetch_add(1, Ordering::SeqCst);
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for n in 0..1 + usize::from(read_second) {
+                        let Some(line) = read_request(&mut tcp, &mut buf).await else {
+                            return;
+                        };
+                        s.requests
+                            .lock()
+                            .expect("lock")
+                            .push((line, None, http::Version::HTTP_11));
+                        if n == 0 {
+                            let _ = tcp
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
                     }
-                }
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                drop(tcp);
+                });
             }
         });
         (addr, seen)
@@ -741,7 +781,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_the_upstream_closed_while_idle_are_replaced_not_failed() {
-        let (addr, seen) = one_shot_upstream().await;
+        let (addr, seen) = closing_upstream(false).await;
         let pool = pool(
             addr,
             "http",
@@ -758,68 +798,9 @@ mod tests {
         assert_eq!(seen.accepted(), 20);
     }
 
-    /// Answers the first request on each connection; reads the second and closes without a
-    /// word, as an upstream does when its idle timeout fires just as a request arrives. Records
-    /// each request line.
-    async fn drops_second_request_upstream() -> (SocketAddr, Arc<Seen>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Seen::default());
-        let s = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                s.accepted.fetch_add(1, Ordering::SeqCst);
-                let s = Arc::clone(&s);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    for n in 0..2 {
-                        let head_end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().expect("length"))
-                            })
-                            .unwrap_or(0);
-                        while buf.len() < head_end + length {
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                            }
-                        }
-                        buf.drain(..head_end + length);
-                        let line = head.lines().next().unwrap_or_default().to_owned();
-                        s.requests
-                            .lock()
-                            .expect("lock")
-                            .push((line, None, http::Version::HTTP_11));
-                        if n == 0 {
-                            let _ = tcp
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await;
-                        }
-                    }
-                    // The second request was read: close, unanswered.
-                });
-            }
-        });
-        (addr, seen)
-    }
-
     #[tokio::test]
     async fn an_idempotent_request_caught_by_an_upstream_close_is_sent_again_once() {
-        let (addr, seen) = drops_second_request_upstream().await;
+        let (addr, seen) = closing_upstream(true).await;
         let pool = pool(
             addr,
             "http",
@@ -853,7 +834,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_with_a_body_caught_by_an_upstream_close_is_not_replayed() {
-        let (addr, seen) = drops_second_request_upstream().await;
+        let (addr, seen) = closing_upstream(true).await;
         let pool = pool(
             addr,
             "http",
@@ -897,35 +878,12 @@ mod tests {
 
     /// An HTTPS upstream that offers `h2` by ALPN, with a certificate from a CA of its own.
     async fn h2_upstream() -> (SocketAddr, Arc<Seen>, rustls::ClientConfig) {
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let issuer = rcgen::Issuer::new(ca.clone(), &ca_key);
-        let ca_cert = ca.self_signed(&ca_key).expect("ca");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("cert");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
-            )
+        let pki = testkit::pki::TestPki::issue(&["127.0.0.1"]).expect("pki");
+        let server = pki
+            .server_config(&[b"h2", b"http/1.1"])
             .expect("server config");
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = pki.client_config().expect("client config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_cert.der().clone()).expect("root");
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

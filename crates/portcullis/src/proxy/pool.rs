@@ -495,6 +495,12 @@ mod tests {
         fn accepted(&self) -> usize {
             self.accepted.load(Ordering::SeqCst)
         }
+
+        /// What each request asked for (request line or target), in order.
+        fn targets(&self) -> Vec<String> {
+            let requests = self.requests.lock().expect("lock");
+            requests.iter().map(|r| r.0.clone()).collect()
+        }
     }
 
     fn limits() -> Limits {
@@ -515,6 +521,12 @@ mod tests {
         Arc::new(Pool::new(&url, tls, limits).expect("pool"))
     }
 
+    /// A pool that trusts the public web PKI only (as a route without `ca_file`).
+    fn web_pki_pool(addr: SocketAddr, scheme: &str, limits: Limits) -> Arc<Pool> {
+        let tls = super::super::client::web_pki_tls().expect("tls");
+        pool(addr, scheme, tls, limits)
+    }
+
     fn get(addr: SocketAddr, scheme: &str, path: &str) -> Request<UpstreamBody> {
         let mut req = Request::new(Limited::new(axum::body::Body::empty(), 1024));
         *req.uri_mut() = format!("{scheme}://{addr}{path}").parse().expect("uri");
@@ -526,9 +538,13 @@ mod tests {
         String::from_utf8(bytes.to_vec()).expect("utf-8")
     }
 
-    /// hyper's HTTP/1.1 server with keep-alive. `/hold` answers with one chunk and then waits
-    /// for `release` before ending its body.
-    async fn h1_upstream(release: Arc<Notify>) -> (SocketAddr, Arc<Seen>) {
+    /// A loopback server: binds a free port, counts accepted connections in `Seen`, and runs
+    /// `serve` for each connection in a task of its own.
+    async fn loopback<F, Fut>(serve: F) -> (SocketAddr, Arc<Seen>)
+    where
+        F: Fn(tokio::net::TcpStream, Arc<Seen>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
@@ -536,56 +552,65 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 s.accepted.fetch_add(1, Ordering::SeqCst);
-                let (s, release) = (Arc::clone(&s), Arc::clone(&release));
-                tokio::spawn(async move {
-                    let on_close = Arc::clone(&s);
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (s, release) = (Arc::clone(&s), Arc::clone(&release));
-                        async move {
-                            let host = req
-                                .headers()
-                                .get(header::HOST)
-                                .map(|v| v.to_str().expect("host").to_owned());
-                            let target = req.uri().to_string();
-                            s.requests.lock().expect("lock").push((
-                                target.clone(),
-                                host,
-                                req.version(),
-                            ));
-                            let body = if target == "/hold" {
-                                let frames = futures_util::stream::unfold(0, move |n| {
-                                    let release = Arc::clone(&release);
-                                    async move {
-                                        match n {
-                                            0 => Some((
-                                                Ok::<_, std::convert::Infallible>(Frame::data(
-                                                    Bytes::from("first"),
-                                                )),
-                                                1,
-                                            )),
-                                            1 => {
-                                                release.notified().await;
-                                                Some((Ok(Frame::data(Bytes::from("last"))), 2))
-                                            }
-                                            _ => None,
-                                        }
-                                    }
-                                });
-                                axum::body::Body::new(http_body_util::StreamBody::new(frames))
-                            } else {
-                                axum::body::Body::from(format!("hello {target}"))
-                            };
-                            Ok::<_, std::convert::Infallible>(Response::new(body))
-                        }
-                    });
-                    let _ = server_h1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                    on_close.closed.fetch_add(1, Ordering::SeqCst);
-                });
+                tokio::spawn(serve(tcp, Arc::clone(&s)));
             }
         });
         (addr, seen)
+    }
+
+    /// hyper's HTTP/1.1 server with keep-alive. `/hold` answers with one chunk and then waits
+    /// for `release` before ending its body.
+    async fn h1_upstream(release: Arc<Notify>) -> (SocketAddr, Arc<Seen>) {
+        loopback(move |tcp, s| {
+            let release = Arc::clone(&release);
+            async move {
+                let on_close = Arc::clone(&s);
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (s, release) = (Arc::clone(&s), Arc::clone(&release));
+                    async move {
+                        let host = req
+                            .headers()
+                            .get(header::HOST)
+                            .map(|v| v.to_str().expect("host").to_owned());
+                        let target = req.uri().to_string();
+                        s.requests.lock().expect("lock").push((
+                            target.clone(),
+                            host,
+                            req.version(),
+                        ));
+                        let body = if target == "/hold" {
+                            let frames = futures_util::stream::unfold(0, move |n| {
+                                let release = Arc::clone(&release);
+                                async move {
+                                    match n {
+                                        0 => Some((
+                                            Ok::<_, std::convert::Infallible>(Frame::data(
+                                                Bytes::from("first"),
+                                            )),
+                                            1,
+                                        )),
+                                        1 => {
+                                            release.notified().await;
+                                            Some((Ok(Frame::data(Bytes::from("last"))), 2))
+                                        }
+                                        _ => None,
+                                    }
+                                }
+                            });
+                            axum::body::Body::new(http_body_util::StreamBody::new(frames))
+                        } else {
+                            axum::body::Body::from(format!("hello {target}"))
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
+                    }
+                });
+                let _ = server_h1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+                on_close.closed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await
     }
 
     async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -601,12 +626,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_share_one_connection_in_origin_form_with_host() {
         let (addr, seen) = h1_upstream(Arc::new(Notify::new())).await;
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "http", limits());
         for i in 0..5 {
             let resp = pool
                 .send(get(addr, "http", &format!("/x/{i}?q=1")))
@@ -628,12 +648,7 @@ mod tests {
     async fn a_connection_whose_body_was_abandoned_is_not_reused() {
         let release = Arc::new(Notify::new());
         let (addr, seen) = h1_upstream(Arc::clone(&release)).await;
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "http", limits());
         let mut held = pool
             .send(get(addr, "http", "/hold"))
             .await
@@ -656,12 +671,7 @@ mod tests {
             max_idle: 2,
             ..limits()
         };
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits,
-        );
+        let pool = web_pki_pool(addr, "http", limits);
         // Response heads first, bodies later: all four connections are busy at once.
         let mut heads = Vec::new();
         for i in 0..4 {
@@ -696,12 +706,7 @@ mod tests {
             idle_timeout: Duration::from_millis(100),
             ..limits()
         };
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits,
-        );
+        let pool = web_pki_pool(addr, "http", limits);
         body_text(pool.send(get(addr, "http", "/a")).await.expect("send")).await;
         eventually("the idle connection is closed", || {
             seen.closed.load(Ordering::SeqCst) == 1
@@ -749,45 +754,30 @@ mod tests {
     /// at once (`read_second = false`), or after reading a second request it leaves unanswered.
     /// Records each request line.
     async fn closing_upstream(read_second: bool) -> (SocketAddr, Arc<Seen>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Seen::default());
-        let s = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                s.accepted.fetch_add(1, Ordering::SeqCst);
-                let s = Arc::clone(&s);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    for n in 0..1 + usize::from(read_second) {
-                        let Some(line) = read_request(&mut tcp, &mut buf).await else {
-                            return;
-                        };
-                        s.requests
-                            .lock()
-                            .expect("lock")
-                            .push((line, None, http::Version::HTTP_11));
-                        if n == 0 {
-                            let _ = tcp
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await;
-                        }
-                    }
-                });
+        loopback(move |mut tcp, s| async move {
+            let mut buf = Vec::new();
+            for n in 0..1 + usize::from(read_second) {
+                let Some(line) = read_request(&mut tcp, &mut buf).await else {
+                    return;
+                };
+                s.requests
+                    .lock()
+                    .expect("lock")
+                    .push((line, None, http::Version::HTTP_11));
+                if n == 0 {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
             }
-        });
-        (addr, seen)
+        })
+        .await
     }
 
     #[tokio::test]
     async fn connections_the_upstream_closed_while_idle_are_replaced_not_failed() {
         let (addr, seen) = closing_upstream(false).await;
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "http", limits());
         for i in 0..20 {
             let resp = pool
                 .send(get(addr, "http", &format!("/{i}")))
@@ -801,12 +791,7 @@ mod tests {
     #[tokio::test]
     async fn an_idempotent_request_caught_by_an_upstream_close_is_sent_again_once() {
         let (addr, seen) = closing_upstream(true).await;
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "http", limits());
         body_text(pool.send(get(addr, "http", "/first")).await.expect("send")).await;
         // Parked, reused, written, then closed unanswered: sent again on a new connection.
         let resp = pool
@@ -815,13 +800,7 @@ mod tests {
             .expect("retried");
         assert_eq!(body_text(resp).await, "ok");
         assert_eq!(seen.accepted(), 2);
-        let lines: Vec<String> = seen
-            .requests
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|r| r.0.clone())
-            .collect();
+        let lines = seen.targets();
         assert_eq!(
             lines,
             [
@@ -835,12 +814,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_with_a_body_caught_by_an_upstream_close_is_not_replayed() {
         let (addr, seen) = closing_upstream(true).await;
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "http", limits());
         body_text(pool.send(get(addr, "http", "/first")).await.expect("send")).await;
         let mut post = Request::new(Limited::new(axum::body::Body::from("{\"op\":1}"), 1024));
         *post.method_mut() = http::Method::POST;
@@ -848,13 +822,7 @@ mod tests {
         let e = pool.send(post).await.expect_err("not replayed");
         assert!(!e.is_connect(), "{e}");
         assert_eq!(seen.accepted(), 1, "no second connection, no second POST");
-        let lines: Vec<String> = seen
-            .requests
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|r| r.0.clone())
-            .collect();
+        let lines = seen.targets();
         assert_eq!(lines, ["GET /first HTTP/1.1", "POST /order HTTP/1.1"]);
     }
 
@@ -863,12 +831,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let pool = pool(
-            addr,
-            "http",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "http", limits());
         let e = pool
             .send(get(addr, "http", "/"))
             .await
@@ -884,38 +847,31 @@ mod tests {
             .expect("server config");
         let client = pki.client_config().expect("client config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Seen::default());
-        let s = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                s.accepted.fetch_add(1, Ordering::SeqCst);
-                let (s, acceptor) = (Arc::clone(&s), acceptor.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let s = Arc::clone(&s);
-                        async move {
-                            let target = req.uri().to_string();
-                            s.requests
-                                .lock()
-                                .expect("lock")
-                                .push((target, None, req.version()));
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from("h2 hello"),
-                            )))
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+        let (addr, seen) = loopback(move |tcp, s| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let s = Arc::clone(&s);
+                    async move {
+                        let target = req.uri().to_string();
+                        s.requests
+                            .lock()
+                            .expect("lock")
+                            .push((target, None, req.version()));
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            "h2 hello",
+                        ))))
+                    }
                 });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
             }
-        });
+        })
+        .await;
         (addr, seen, client)
     }
 
@@ -943,12 +899,7 @@ mod tests {
     #[tokio::test]
     async fn an_https_upstream_with_an_unknown_certificate_is_refused() {
         let (addr, seen, _trusting) = h2_upstream().await;
-        let pool = pool(
-            addr,
-            "https",
-            super::super::client::web_pki_tls().expect("tls"),
-            limits(),
-        );
+        let pool = web_pki_pool(addr, "https", limits());
         let e = pool
             .send(get(addr, "https", "/"))
             .await

@@ -183,7 +183,10 @@ enum Conn {
         sender: http1::SendRequest<UpstreamBody>,
         reused: bool,
     },
-    H2(http2::SendRequest<UpstreamBody>),
+    H2 {
+        sender: http2::SendRequest<UpstreamBody>,
+        reused: bool,
+    },
 }
 
 impl Pool {
@@ -229,24 +232,36 @@ impl Pool {
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, SendError> {
+        // After a retry, only a new connection will do: at most two attempts.
+        let mut fresh_only = false;
         loop {
-            let conn = match self.checkout() {
+            let parked = if fresh_only { None } else { self.checkout() };
+            let conn = match parked {
                 Some(c) => c,
                 // Boxed: the connector's and handshakes' state is kilobytes, and would otherwise
                 // be part of (and copied with) every request's future, not only those that connect.
                 None => Box::pin(self.connect()).await?,
             };
             match conn {
-                Conn::H2(mut sender) => {
-                    let resp = sender
-                        .send_request(req)
-                        .await
-                        .map_err(SendError::Exchange)?;
-                    return Ok(resp.map(|inner| ResponseBody {
-                        inner,
-                        give_back: None,
-                    }));
-                }
+                Conn::H2 { mut sender, reused } => match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        return Ok(resp.map(|inner| ResponseBody {
+                            inner,
+                            give_back: None,
+                        }));
+                    }
+                    // Never sent: the shared connection was going away (GOAWAY, a close).
+                    // Once more, on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if reused => {
+                            tracing::debug!(error = %e.error(), "pooled upstream HTTP/2 connection was closed; retrying on a new one");
+                            req = unsent;
+                            self.forget_h2();
+                            fresh_only = true;
+                        }
+                        _ => return Err(SendError::Exchange(e.into_error())),
+                    },
+                },
                 Conn::H1 { mut sender, reused } => {
                     if !req.headers().contains_key(header::HOST) {
                         req.headers_mut().insert(header::HOST, self.host.clone());
@@ -289,6 +304,7 @@ impl Pool {
                             req = again;
                             *req.uri_mut() = absolute;
                             self.discard_idle_h1();
+                            fresh_only = true;
                         }
                     }
                 }
@@ -300,7 +316,10 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h2) = &idle.h2 {
             if !h2.is_closed() {
-                return Some(Conn::H2(h2.clone()));
+                return Some(Conn::H2 {
+                    sender: h2.clone(),
+                    reused: true,
+                });
             }
             idle.h2 = None;
         }
@@ -325,6 +344,11 @@ impl Pool {
             .clear();
     }
 
+    /// Stops sharing the HTTP/2 connection that refused a request; the next one connects anew.
+    fn forget_h2(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).h2 = None;
+    }
+
     async fn connect(self: &Arc<Self>) -> Result<Conn, SendError> {
         let io: Io = self
             .connector
@@ -347,7 +371,10 @@ impl Pool {
             // Two requests may have raced to connect; keep the newest, the other closes when
             // its last request is done.
             idle.h2 = Some(sender.clone());
-            return Ok(Conn::H2(sender));
+            return Ok(Conn::H2 {
+                sender,
+                reused: false,
+            });
         }
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -364,19 +391,22 @@ impl Pool {
         })
     }
 
+    /// Called from a body's `Drop`, so it never panics: without a runtime to run the reaper on
+    /// (the body dropped outside one), the connection is closed rather than parked.
     fn park(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>) {
-        let start_reaper = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.h1.len() >= self.limits.max_idle {
-                return; // dropping the sender closes the connection
-            }
-            let tick = idle.tick;
-            idle.h1.push(Parked { sender, tick });
-            !std::mem::replace(&mut idle.reaper, true)
-        };
-        if start_reaper {
-            tokio::spawn(reap(Arc::downgrade(self), self.limits.idle_timeout));
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.h1.len() >= self.limits.max_idle {
+            return; // dropping the sender closes the connection
         }
+        if !idle.reaper {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            runtime.spawn(reap(Arc::downgrade(self), self.limits.idle_timeout));
+            idle.reaper = true;
+        }
+        let tick = idle.tick;
+        idle.h1.push(Parked { sender, tick });
     }
 }
 

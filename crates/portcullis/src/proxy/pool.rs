@@ -871,6 +871,14 @@ mod tests {
 
     /// An HTTPS upstream that offers `h2` by ALPN, with a certificate from a CA of its own.
     async fn h2_upstream() -> (SocketAddr, Arc<Seen>, rustls::ClientConfig) {
+        h2_upstream_with(Arc::new(Notify::new())).await
+    }
+
+    /// The same, closing its connections gracefully (HTTP/2 `GOAWAY`) when `goaway` is
+    /// notified.
+    async fn h2_upstream_with(
+        goaway: Arc<Notify>,
+    ) -> (SocketAddr, Arc<Seen>, rustls::ClientConfig) {
         let pki = testkit::pki::TestPki::issue(&["127.0.0.1"]).expect("pki");
         let server = pki
             .server_config(&[b"h2", b"http/1.1"])
@@ -878,11 +886,12 @@ mod tests {
         let client = pki.client_config().expect("client config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let (addr, seen) = loopback(move |tcp, s| {
-            let acceptor = acceptor.clone();
+            let (acceptor, goaway) = (acceptor.clone(), Arc::clone(&goaway));
             async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let on_close = Arc::clone(&s);
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let s = Arc::clone(&s);
                     async move {
@@ -896,9 +905,17 @@ mod tests {
                         ))))
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = goaway.notified() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                on_close.closed.fetch_add(1, Ordering::SeqCst);
             }
         })
         .await;
@@ -924,6 +941,29 @@ mod tests {
             requests.iter().all(|(t, _, v)| *v == http::Version::HTTP_2
                 && t.starts_with(&format!("https://{addr}/")))
         );
+    }
+
+    #[tokio::test]
+    async fn an_h2_upstream_going_away_gets_a_new_connection_and_no_failure() {
+        let goaway = Arc::new(Notify::new());
+        let (addr, seen, tls) = h2_upstream_with(Arc::clone(&goaway)).await;
+        let pool = pool(addr, "https", tls, limits());
+        body_text(
+            pool.send(get(addr, "https", "/before"))
+                .await
+                .expect("send"),
+        )
+        .await;
+        goaway.notify_waiters();
+        eventually("the upstream closed its connection", || {
+            seen.closed.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        for path in ["/after", "/again"] {
+            let resp = pool.send(get(addr, "https", path)).await.expect("send");
+            assert_eq!(body_text(resp).await, "h2 hello");
+        }
+        assert_eq!(seen.accepted(), 2, "one new connection, shared again");
     }
 
     #[tokio::test]

@@ -3,12 +3,13 @@
 //! The browser gets an opaque `__Host-` session cookie and an anti-CSRF token; OAuth tokens stay
 //! here, sealed in a session store. Requests flow through these layers, outermost first:
 //!
-//! metrics → request id → security headers → CSP fallback → request hygiene → session → CSRF → router
-//! (`/bff/*` endpoints, `/healthz` `/readyz`, route table → authenticated reverse proxy, anything
-//! else → the PWA's static files, see [`pwa`]). Metrics ([`metrics`]) are served on the admin
-//! listener; security events go to the audit log ([`audit`]).
+//! metrics → request id → security headers → CSP fallback → request hygiene → probes (`/healthz`
+//! `/readyz`) → session → CSRF → router (`/bff/*` endpoints, route table → authenticated reverse
+//! proxy, anything else → the PWA's static files, see [`pwa`]). Metrics ([`metrics`]) are served
+//! on the admin listener; security events go to the audit log ([`audit`]).
 //!
-//! [`app`] builds the whole stack from an [`AppState`], so tests drive exactly what `serve` runs.
+//! [`public_service`] builds the whole stack from an [`AppState`] and is what `serve` runs;
+//! [`app`] is the same stack in a `Router`, so tests drive exactly that.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -1,6 +1,6 @@
 //! Optional OTLP export of the request spans (`[tracing] otlp_endpoint`): OpenTelemetry SDK with
 //! a batch processor, HTTP/protobuf, sampled by trace-id ratio for new traces and by the
-//! caller's flag for continued ones. The request span (see `telemetry::request_span`) becomes
+//! caller's flag for continued ones. The request span (see `telemetry::RequestSpan`) becomes
 //! the exported span, and its ids are the ones propagated in `traceparent`.
 //!
 //! The exporter posts with the gateway's own `reqwest` client (rustls + ring, no redirects, a

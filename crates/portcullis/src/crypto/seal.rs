@@ -1,9 +1,11 @@
 //! Sealing of records before they reach any store: AES-256-GCM under a key derived from the
 //! server key ring *and* a secret that only the browser's cookie carries.
 //!
+//! ```text
 //! key   = HKDF-SHA256(salt = per-record secret, ikm = ring key, info = "portcullis/v1/seal/<purpose>")
 //! bytes = 0x01 ‖ key id (4) ‖ nonce (12) ‖ ciphertext ‖ tag (16)
 //! AAD   = 0x01 ‖ key id ‖ the record's store key
+//! ```
 //!
 //! So a dump of the store opens nothing without the cookies, the server keys open nothing without
 //! the cookies, and a record cannot be moved to another store key. The nonce is random: each

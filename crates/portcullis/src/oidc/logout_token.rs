@@ -56,7 +56,7 @@ pub(super) fn verify(
     verify_with_keys(&jwks, &cfg.issuer, &cfg.client_id, raw)
 }
 
-/// [`verify`] against a given key set, issuer and client id (public for the fuzz targets).
+/// `verify` against a given key set, issuer and client id (public for the fuzz targets).
 pub fn verify_with_keys(
     jwks: &JwkSet,
     issuer: &str,

@@ -20,7 +20,7 @@
 //!
 //! Handlers call `<dyn RateLimiter>::check` through `AppState::limiter`:
 //!
-//! ```ignore
+//! ```text
 //! let ip = LimitKey::client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
 //! state.limiter.check(Bucket::LoginPerIp, &ip, state.config.rate_limits.login_per_ip).await?;
 //! ```

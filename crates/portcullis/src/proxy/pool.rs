@@ -313,7 +313,7 @@ impl Pool {
     }
 
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         if let Some(h2) = &idle.h2 {
             if !h2.is_closed() {
                 return Some(Conn::H2 {
@@ -337,16 +337,18 @@ impl Pool {
     /// After a parked connection turned out closed, the others parked as long or longer are
     /// likely closed too (an upstream restart, its idle timeout): drop them all.
     fn discard_idle_h1(&self) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .h1
-            .clear();
+        self.idle().h1.clear();
+    }
+
+    /// The idle connections. A panic while holding the lock leaves nothing half-updated that
+    /// matters (a stack of handles), so a poisoned lock is used as is.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops sharing the HTTP/2 connection that refused a request; the next one connects anew.
     fn forget_h2(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).h2 = None;
+        self.idle().h2 = None;
     }
 
     async fn connect(self: &Arc<Self>) -> Result<Conn, SendError> {
@@ -362,12 +364,8 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            drive(conn, "HTTP/2");
+            let mut idle = self.idle();
             // Two requests may have raced to connect; keep the newest, the other closes when
             // its last request is done.
             idle.h2 = Some(sender.clone());
@@ -380,11 +378,7 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
-            }
-        });
+        drive(conn, "HTTP/1");
         Ok(Conn::H1 {
             sender,
             reused: false,
@@ -394,7 +388,7 @@ impl Pool {
     /// Called from a body's `Drop`, so it never panics: without a runtime to run the reaper on
     /// (the body dropped outside one), the connection is closed rather than parked.
     fn park(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         if idle.h1.len() >= self.limits.max_idle {
             return; // dropping the sender closes the connection
         }
@@ -410,6 +404,19 @@ impl Pool {
     }
 }
 
+/// Runs a connection's driver task on this worker until the connection ends.
+fn drive<C, E>(conn: C, protocol: &'static str)
+where
+    C: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: fmt::Display,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, protocol, "upstream connection ended");
+        }
+    });
+}
+
 /// Closes connections idle for `idle_timeout` (give or take half of it), on the pool's own
 /// thread, until the pool is dropped.
 async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
@@ -417,7 +424,7 @@ async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
-        let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = pool.idle();
         idle.tick += 1;
         let now = idle.tick;
         idle.h1

@@ -369,7 +369,7 @@ impl Validator {
                 );
                 continue;
             };
-            let timeout = self.duration(&format!("{pk}.timeout"), p.timeout, route.timeout);
+            let timeout = self.timeout(&format!("{pk}.timeout"), p.timeout, route.timeout);
             let max_size = self.size(&format!("{pk}.max_size"), p.max_size, DEFAULT_PART_MAX);
             parts.push(PartConfig {
                 name: p.name,

@@ -222,6 +222,10 @@ pub struct RouteConfig {
     pub upstream: Url,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long an idle upstream connection stays in the pool. Shorter than the upstream's own
+    /// keep-alive timeout, so the gateway, not the upstream, closes idle connections: a request
+    /// sent just as the upstream closes one is lost, and a POST is not sent again (502).
+    pub idle_timeout: Duration,
     /// WebSocket upgrades are proxied on this route (session cookie + same `Origin` required);
     /// on every other route an upgrade request is refused.
     pub websocket: bool,
@@ -364,6 +368,17 @@ impl Validator {
             None => default,
             Some(s) => self.ok(key, units::parse_duration(&s)).unwrap_or(default),
         }
+    }
+
+    /// A duration something waits for: zero would time out every attempt at once, so it is a
+    /// configuration error rather than a gateway that answers nothing but 502/503/504.
+    fn timeout(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+        let d = self.duration(key, v, default);
+        if d.is_zero() {
+            self.problem(key, "must be longer than zero");
+            return default;
+        }
+        d
     }
 
     fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {

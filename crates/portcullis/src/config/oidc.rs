@@ -83,7 +83,7 @@ impl Validator {
             raw.refresh_skew,
             Duration::from_secs(30),
         );
-        let http_timeout = self.duration(
+        let http_timeout = self.timeout(
             "oidc.http_timeout",
             raw.http_timeout,
             Duration::from_secs(10),

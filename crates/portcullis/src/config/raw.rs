@@ -202,6 +202,8 @@ pub struct RawRoute {
     pub upstream: String,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    /// How long an idle upstream connection is kept for reuse.
+    pub idle_timeout: Option<String>,
     /// Allows WebSocket upgrades on this route (off by default).
     #[serde(default)]
     pub websocket: bool,

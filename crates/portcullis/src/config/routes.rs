@@ -7,6 +7,10 @@ use url::Url;
 
 use super::{RouteConfig, Validator, compose, raw};
 
+/// Below the 5 s keep-alive timeout of Node.js, Apache httpd and uvicorn, the most common short
+/// one among upstream servers: such an upstream never closes a connection the pool may hand out.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 impl Validator {
     pub(super) fn routes(&mut self, raw: Vec<raw::RawRoute>, bff_prefix: &str) -> Vec<RouteConfig> {
         let mut out: Vec<RouteConfig> = Vec::new();
@@ -44,15 +48,20 @@ impl Validator {
                         }
                     }),
             );
-            let timeout = self.duration(
+            let timeout = self.timeout(
                 &format!("{key}.timeout"),
                 r.timeout,
                 Duration::from_secs(30),
             );
-            let connect_timeout = self.duration(
+            let connect_timeout = self.timeout(
                 &format!("{key}.connect_timeout"),
                 r.connect_timeout,
                 Duration::from_secs(5),
+            );
+            let idle_timeout = self.timeout(
+                &format!("{key}.idle_timeout"),
+                r.idle_timeout,
+                DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             );
             let policy = self.route_policy(
                 &key,
@@ -77,6 +86,7 @@ impl Validator {
                     upstream,
                     timeout,
                     connect_timeout,
+                    idle_timeout,
                     websocket: r.websocket,
                     ca_pem,
                     policy,

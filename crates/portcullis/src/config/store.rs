@@ -80,7 +80,7 @@ impl Validator {
                         ),
                     ),
                 };
-                let timeout = self.duration(
+                let timeout = self.timeout(
                     "session.redis_timeout",
                     raw.redis_timeout.clone(),
                     Duration::from_secs(2),

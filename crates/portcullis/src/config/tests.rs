@@ -200,3 +200,35 @@ fn a_route_ca_file_must_be_pem_certificates_for_an_https_upstream() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn route_timeouts_default_below_common_upstream_keep_alives_and_must_not_be_zero() {
+    let route = |extra: &str| {
+        with_secrets(
+            "",
+            &format!(
+                "[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:7001\"\n{extra}"
+            ),
+        )
+    };
+    let c = Config::from_toml(&route("")).expect("valid");
+    assert_eq!(c.routes[0].idle_timeout, Duration::from_secs(4));
+    assert_eq!(c.routes[0].connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
+    let c = Config::from_toml(&route("idle_timeout = \"1500ms\"")).expect("valid");
+    assert_eq!(c.routes[0].idle_timeout, Duration::from_millis(1500));
+
+    for key in ["timeout", "connect_timeout", "idle_timeout"] {
+        let err = Config::from_toml(&route(&format!("{key} = \"0s\"")))
+            .expect_err(key)
+            .to_string();
+        assert!(
+            err.contains(&format!("routes[0].{key}")) && err.contains("longer than zero"),
+            "{err}"
+        );
+    }
+    let err = Config::from_toml(&with_secrets("", "http_timeout = \"0ms\""))
+        .expect_err("zero provider timeout")
+        .to_string();
+    assert!(err.contains("oidc.http_timeout"), "{err}");
+}

@@ -17,8 +17,6 @@ use crate::config::RouteConfig;
 pub type UpstreamBody = Limited<Body>;
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// An idle upstream connection is closed after this long (give or take half of it).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per route and worker thread.
 pub const MAX_IDLE: usize = 256;
 
@@ -53,13 +51,13 @@ fn with_roots(roots: rustls::RootCertStore) -> anyhow::Result<rustls::ClientConf
 /// HTTP/1.1 only, for WebSocket handshakes: the `Upgrade` mechanism does not exist in HTTP/2,
 /// so ALPN must not pick h2 on a `wss` upstream.
 pub fn build_http1(
-    connect_timeout: Duration,
+    route: &RouteConfig,
     tls: rustls::ClientConfig,
 ) -> anyhow::Result<UpstreamClient> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
+    http.set_connect_timeout(Some(route.connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -67,7 +65,7 @@ pub fn build_http1(
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_idle_timeout(route.idle_timeout)
         .pool_max_idle_per_host(MAX_IDLE)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

@@ -60,13 +60,13 @@ impl Proxy {
                     pool: PerWorker::try_new(workers, || {
                         let limits = pool::Limits {
                             connect_timeout: r.connect_timeout,
-                            idle_timeout: client::IDLE_TIMEOUT,
+                            idle_timeout: r.idle_timeout,
                             max_idle: client::MAX_IDLE,
                         };
                         pool::Pool::new(&r.upstream, tls.clone(), limits).map(Arc::new)
                     })?,
                     ws_client: if r.websocket {
-                        Some(client::build_http1(r.connect_timeout, tls.clone())?)
+                        Some(client::build_http1(r, tls.clone())?)
                     } else {
                         None
                     },
@@ -405,6 +405,7 @@ mod tests {
             upstream: upstream.parse().expect("url"),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
             websocket: false,
             ca_pem: None,
             policy: Default::default(),

@@ -43,7 +43,7 @@ use super::client::UpstreamBody;
 
 type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
-/// Tuning that is the same for every route.
+/// The route's connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub connect_timeout: Duration,
@@ -417,7 +417,7 @@ where
     });
 }
 
-/// Closes connections idle for `idle_timeout` (give or take half of it), on the pool's own
+/// Closes connections idle for `idle_timeout / 2` to `idle_timeout`, never longer, on the pool's own
 /// thread, until the pool is dropped.
 async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
     let period = (idle_timeout / 2).max(Duration::from_millis(1));

@@ -1,4 +1,4 @@
-//! Upstream client settings shared by the route pools (`pool.rs`) and the WebSocket handshake
+//! Upstream client settings shared by the route pools (`pool/`) and the WebSocket handshake
 //! client: rustls with the ring provider and the Mozilla root set, TCP_NODELAY, keep-alive, no
 //! redirect following (a proxy passes redirects through).
 

@@ -47,7 +47,7 @@ ensure_apt_packages() {
 
 # The tools every script needs: a C toolchain (the Rust linker and `ring`), Node.js >= 20 and npm
 # (the OpenID Provider fixture), redis-server and redis-cli (the Redis fixtures of
-# crates/testkit/src/redis.rs; Debian's redis-server package pulls in redis-tools, which has
+# crates/testkit/src/redis/; Debian's redis-server package pulls in redis-tools, which has
 # redis-cli), flock and setpriv (util-linux). Rust itself comes from rustup; rust-toolchain.toml pins it.
 ensure_base_tools() {
   ensure_apt_packages cc:gcc node:nodejs npm:npm flock:util-linux setpriv:util-linux \
@@ -62,7 +62,7 @@ ensure_base_tools() {
 
 # ensure_npm_ci DIR PACKAGE: `npm ci` in DIR when node_modules/PACKAGE is missing or DIR's
 # package-lock.json changed since the last install (a stamp in node_modules). Takes the lock file
-# DIR/.npm-ci.lock, as the Rust testkit does (crates/testkit/src/idp.rs, src/chromium.rs), so a
+# DIR/.npm-ci.lock, as the Rust testkit does (crates/testkit/src/idp.rs, src/chromium/), so a
 # test run that installs at the same moment does not race with us.
 ensure_npm_ci() {
   local dir=$1 package=$2
@@ -88,7 +88,7 @@ ensure_idp_node_modules() {
   ensure_npm_ci "$IDP_DIR" oidc-provider
 }
 
-# Headless Chromium for the browser tests (crates/testkit/src/chromium.rs): Debian's `chromium`
+# Headless Chromium for the browser tests (crates/testkit/src/chromium/): Debian's `chromium`
 # package, driven by playwright-core (which never downloads a browser here). $TESTKIT_CHROMIUM
 # points the tests at another binary; then nothing is installed.
 ensure_chromium() {

@@ -296,6 +296,30 @@ async fn a_valid_token_ends_exactly_the_named_sessions_once() {
     assert!(!env.alive(&bob).await);
 }
 
+/// `typ` is a media type (RFC 7515 §4.1.9: case-insensitive, `application/` optional) and `iat`
+/// a NumericDate, which may have a fraction (RFC 7519 §2): providers differ on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_tokens_in_every_legal_spelling_are_accepted() {
+    let env = Env::start().await;
+    let t = now();
+    for (sid, typ) in [
+        ("sid-media-type", json!("application/logout+jwt")),
+        ("sid-upper-case", json!("Logout+JWT")),
+        ("sid-generic", json!("jwt")),
+        ("sid-no-typ", json!(null)),
+    ] {
+        let (browser, _) = env.login("alice", sid).await;
+        let token = jws_with_header(
+            Signer::Rs256(&keys().provider),
+            &json!({"kid": KID, "typ": typ}),
+            &env.claims(json!({"sid": sid, "iat": t as f64 + 0.25})),
+        );
+        let r = env.send(&token).await;
+        assert_eq!(r.status.as_u16(), 200, "typ {typ}: {}", r.text());
+        assert!(!env.alive(&browser).await, "typ {typ}: the session ended");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_provider_logs_the_gateway_session_out() {
     let stack = common::Stack::start_with(common::Options {

@@ -57,6 +57,26 @@ pub(super) fn verify(
 }
 
 /// `verify` against a given key set, issuer and client id (public for the fuzz targets).
+/// `typ` is a media type (RFC 7515 §4.1.9): case-insensitive, and `application/` may be left
+/// out. The spec's `logout+jwt`, or the generic `JWT` that providers predating it send.
+fn is_logout_or_plain_jwt(typ: &str) -> bool {
+    let subtype = match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    };
+    subtype.eq_ignore_ascii_case("logout+jwt") || subtype.eq_ignore_ascii_case("jwt")
+}
+
+/// A JWT NumericDate: seconds since the epoch, which RFC 7519 §2 allows to be non-integer
+/// (providers writing `time.time()` send `1700000000.123`); the fraction is dropped.
+pub(crate) fn numeric_date(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
 pub fn verify_with_keys(
     jwks: &JwkSet,
     issuer: &str,
@@ -69,9 +89,10 @@ pub fn verify_with_keys(
     if !ASYMMETRIC.contains(&header.alg) {
         return Err(bad("algorithm not allowed (only asymmetric signatures)"));
     }
-    match header.typ.as_deref() {
-        None | Some("logout+jwt") | Some("JWT") => {}
-        Some(other) => return Err(bad(&format!("typ `{other}` is not a logout token"))),
+    if let Some(typ) = header.typ.as_deref()
+        && !is_logout_or_plain_jwt(typ)
+    {
+        return Err(bad(&format!("typ `{typ}` is not a logout token")));
     }
     let jwk = select_key(jwks, header.kid.as_deref(), header.alg)?;
     let key =
@@ -91,7 +112,7 @@ pub fn verify_with_keys(
     let now = now_unix();
     let iat = claims
         .get("iat")
-        .and_then(Value::as_u64)
+        .and_then(numeric_date)
         .ok_or_else(|| bad("no iat"))?;
     if iat > now + FUTURE_SKEW || iat + MAX_AGE < now {
         return Err(bad("iat is not fresh"));

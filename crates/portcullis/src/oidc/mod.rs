@@ -201,7 +201,7 @@ impl OidcProvider {
             .ok_or_else(|| OidcError::InvalidIdToken("token response has no id_token".into()))?
             .to_string();
         let id_token = self.verify_id_token(&raw, Some(nonce), None).await?;
-        Ok(tokens(&response, Some(id_token)))
+        tokens(&response, Some(id_token), self.config().refresh_skew)
     }
 
     /// RFC 9207: the authorization response's `iss` must be exactly our issuer when present, and
@@ -244,7 +244,7 @@ impl OidcProvider {
             ),
             None => None,
         };
-        Ok(tokens(&response, id_token))
+        tokens(&response, id_token, self.config().refresh_skew)
     }
 
     /// The resource owner password grant (RFC 6749 4.3; deprecated by RFC 9700, used only by
@@ -282,14 +282,14 @@ impl OidcProvider {
         let iat = id_token
             .claims
             .get("iat")
-            .and_then(serde_json::Value::as_u64)
+            .and_then(logout_token::numeric_date)
             .ok_or_else(|| OidcError::InvalidIdToken("no numeric iat".into()))?;
         if iat.saturating_add(PASSWORD_GRANT_ID_TOKEN_MAX_AGE) < now_unix() {
             return Err(OidcError::InvalidIdToken(
                 "ID token of a password grant issued too long ago".into(),
             ));
         }
-        Ok(tokens(&response, Some(id_token)))
+        tokens(&response, Some(id_token), self.config().refresh_skew)
     }
 
     async fn verify_id_token(
@@ -374,16 +374,44 @@ impl OidcProvider {
     }
 }
 
-fn tokens(response: &CoreTokenResponse, id_token: Option<VerifiedIdToken>) -> Tokens {
-    Tokens {
+/// The tokens of a successful token response. Only a `Bearer` access token is usable: the
+/// gateway sends it as `Authorization: Bearer`, and RFC 6749 §7.1 says a client must not use a
+/// token whose type it does not understand (a `DPoP` token needs proofs the gateway does not make).
+///
+/// An access token that lives no longer than `oidc.refresh_skew` is refreshed on every request
+/// that uses it; that is logged once, as a hint to lower the skew.
+fn tokens(
+    response: &CoreTokenResponse,
+    id_token: Option<VerifiedIdToken>,
+    refresh_skew: Duration,
+) -> Result<Tokens, OidcError> {
+    if *response.token_type() != openidconnect::core::CoreTokenType::Bearer {
+        return Err(OidcError::Rejected(format!(
+            "token_type `{}` is not Bearer",
+            response.token_type().as_ref()
+        )));
+    }
+    let now = now_unix();
+    let lifetime = response.expires_in().map(|d| d.as_secs());
+    static SHORT_LIFETIME_LOGGED: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    if let Some(l) = lifetime
+        && l <= refresh_skew.as_secs()
+        && !SHORT_LIFETIME_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            expires_in = l,
+            refresh_skew = refresh_skew.as_secs(),
+            "access tokens live no longer than oidc.refresh_skew, so every request that uses one refreshes it first; a refresh_skew below the tokens' lifetime avoids that"
+        );
+    }
+    Ok(Tokens {
         access_token: response.access_token().secret().clone(),
-        access_expires_at: response
-            .expires_in()
-            .map(|d| now_unix().saturating_add(d.as_secs())),
+        access_expires_at: lifetime.map(|l| now.saturating_add(l)),
         refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         id_token,
         scopes: response
             .scopes()
             .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect()),
-    }
+    })
 }

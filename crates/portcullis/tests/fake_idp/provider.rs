@@ -47,6 +47,8 @@ pub enum TokenReply {
     OAuthError(&'static str),
     /// Any status with a raw body of the given content type.
     Raw(StatusCode, &'static str, &'static str),
+    /// 200: the usual token response with these members replaced (`null` removes one).
+    Fields(Value),
 }
 
 pub type Script = Box<dyn Fn(&Grant) -> TokenReply + Send + Sync>;
@@ -324,6 +326,16 @@ fn answer_token(
         TokenReply::Raw(status, content_type, body) => {
             (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
+        TokenReply::Fields(fields) => {
+            for (k, v) in fields.as_object().expect("token response members") {
+                if v.is_null() {
+                    tokens.as_object_mut().expect("object").remove(k);
+                } else {
+                    tokens[k] = v.clone();
+                }
+            }
+            (StatusCode::OK, Json(tokens)).into_response()
+        }
     }
 }
 
@@ -349,6 +361,16 @@ fn answer_refresh(s: &Shared, form: &HashMap<String, String>) -> Response {
         TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),
         TokenReply::Raw(status, content_type, body) => {
             (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        TokenReply::Fields(fields) => {
+            for (k, v) in fields.as_object().expect("token response members") {
+                if v.is_null() {
+                    tokens.as_object_mut().expect("object").remove(k);
+                } else {
+                    tokens[k] = v.clone();
+                }
+            }
+            (StatusCode::OK, Json(tokens)).into_response()
         }
     }
 }

@@ -305,38 +305,13 @@ fn answer_token(
         Some(script) => script(&grant),
         None => TokenReply::OAuthError("server_error"),
     };
-    let mut tokens = json!({
+    let tokens = json!({
         "access_token": "at-opaque-1",
         "token_type": "Bearer",
         "expires_in": s.expires_in.load(Ordering::SeqCst),
         "refresh_token": REFRESH_TOKEN,
     });
-    match reply {
-        TokenReply::IdToken(t) => {
-            tokens["id_token"] = Value::from(t);
-            (
-                StatusCode::OK,
-                [(header::CACHE_CONTROL, "no-store")],
-                Json(tokens),
-            )
-                .into_response()
-        }
-        TokenReply::NoIdToken => (StatusCode::OK, Json(tokens)).into_response(),
-        TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),
-        TokenReply::Raw(status, content_type, body) => {
-            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
-        TokenReply::Fields(fields) => {
-            for (k, v) in fields.as_object().expect("token response members") {
-                if v.is_null() {
-                    tokens.as_object_mut().expect("object").remove(k);
-                } else {
-                    tokens[k] = v.clone();
-                }
-            }
-            (StatusCode::OK, Json(tokens)).into_response()
-        }
-    }
+    token_response(tokens, reply)
 }
 
 fn answer_refresh(s: &Shared, form: &HashMap<String, String>) -> Response {
@@ -347,15 +322,25 @@ fn answer_refresh(s: &Shared, form: &HashMap<String, String>) -> Response {
         Some(script) => script(),
         None => TokenReply::OAuthError("invalid_grant"),
     };
-    let mut tokens = json!({
+    let tokens = json!({
         "access_token": REFRESHED_ACCESS_TOKEN,
         "token_type": "Bearer",
         "expires_in": 3600,
     });
+    token_response(tokens, reply)
+}
+
+/// The scripted answer around the usual (successful) `tokens` of the grant.
+fn token_response(mut tokens: Value, reply: TokenReply) -> Response {
     match reply {
         TokenReply::IdToken(t) => {
             tokens["id_token"] = Value::from(t);
-            (StatusCode::OK, Json(tokens)).into_response()
+            (
+                StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(tokens),
+            )
+                .into_response()
         }
         TokenReply::NoIdToken => (StatusCode::OK, Json(tokens)).into_response(),
         TokenReply::OAuthError(e) => oauth_error(StatusCode::BAD_REQUEST, e),

@@ -157,7 +157,9 @@ pub async fn prepare(current: &AppState, path: &std::path::Path) -> Result<AppSt
         let oidc = OidcProvider::new(config.oidc.clone(), config.redirect_uri())
             .map_err(ReloadError::Provider)?;
         oidc.discover().await.map_err(ReloadError::Provider)?;
-        carried.oidc = Arc::new(oidc);
+        let oidc = Arc::new(oidc);
+        oidc.spawn_key_refresh();
+        carried.oidc = oidc;
     }
     AppState::from_parts(config, carried).map_err(ReloadError::Build)
 }

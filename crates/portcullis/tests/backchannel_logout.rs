@@ -296,6 +296,37 @@ async fn a_valid_token_ends_exactly_the_named_sessions_once() {
     assert!(!env.alive(&bob).await);
 }
 
+/// The endpoint is unauthenticated, and a key-set read after an unknown `kid` blocks the next
+/// reads for a while: a forged token naming a random `kid` gets that read only if it at least
+/// claims our issuer and client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tokens_naming_our_issuer_and_client_may_cost_a_key_set_read() {
+    let env = Env::start().await;
+    let (alice, _) = env.login("alice", "sid-alice").await;
+    let forged = |patch: Value| {
+        jws_with_header(
+            Signer::Rs256(&keys().attacker),
+            &json!({"kid": "k-random", "typ": "logout+jwt"}),
+            &env.claims(patch),
+        )
+    };
+    let before = env.idp.jwks_fetches();
+    for patch in [
+        json!({"iss": "https://evil.example"}),
+        json!({"aud": "another-client"}),
+        json!({"iss": null}),
+    ] {
+        let r = env.send(&forged(patch.clone())).await;
+        assert_eq!(r.status.as_u16(), 400, "{patch}");
+        assert_eq!(env.idp.jwks_fetches(), before, "{patch}: no key-set read");
+    }
+    // Naming our issuer and client, the unknown kid may be a rotation: one read, then refused.
+    let r = env.send(&forged(json!({}))).await;
+    assert_eq!(r.status.as_u16(), 400);
+    assert_eq!(env.idp.jwks_fetches(), before + 1);
+    assert!(env.alive(&alice).await, "no forged token ended a session");
+}
+
 /// `typ` is a media type (RFC 7515 §4.1.9: case-insensitive, `application/` optional) and `iat`
 /// a NumericDate, which may have a fraction (RFC 7519 §2): providers differ on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

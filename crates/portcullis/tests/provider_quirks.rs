@@ -7,6 +7,7 @@
 //! * A token type other than Bearer (`DPoP`): not usable, so no session.
 //! * A refresh answered 429 or 5xx with some OAuth-looking body is an outage (503, the session
 //!   kept), not a refusal that logs the user out.
+//! * A signing key the provider withdraws stops verifying at the next periodic key-set read.
 
 mod common;
 mod fake_idp;
@@ -213,4 +214,27 @@ async fn a_refresh_answered_429_or_5xx_is_an_outage_and_keeps_the_session() {
         .script_refresh(|| TokenReply::OAuthError("invalid_grant"));
     assert_eq!(env.status(&browser, "/api/data").await, 401);
     assert_eq!(env.status(&browser, "/bff/session").await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_signing_key_stops_verifying_at_the_next_key_set_read() {
+    let env = Env::start().await;
+    let (_, status) = env.login(json!({}), json!({})).await;
+    assert_eq!(status, 302, "signed with the published key");
+    // The provider withdraws that key (and publishes another); the periodic read picks it up.
+    env.idp.set_jwks(vec![keys().second.jwk(Some("k2"))]);
+    let (_, status) = env.login(json!({}), json!({})).await;
+    assert_eq!(
+        status, 302,
+        "until the next read the known key still verifies"
+    );
+    env.gw
+        .state
+        .oidc
+        .refresh_jwks()
+        .await
+        .expect("key-set read");
+    let (browser, status) = env.login(json!({}), json!({})).await;
+    assert_ne!(status, 302, "the withdrawn key no longer verifies");
+    assert!(browser.cookie(SESSION_COOKIE).is_none());
 }

@@ -57,6 +57,30 @@ pub(super) fn verify(
 }
 
 /// `verify` against a given key set, issuer and client id (public for the fuzz targets).
+/// Whether an (unverified) token at least claims to be from `issuer` and for `client_id`: only
+/// then may its unknown `kid` cost a read of the provider's key set. The endpoint is
+/// unauthenticated, and each read blocks the next ones for a while (see `JWKS_REFETCH_MIN_INTERVAL`),
+/// so a forged token naming a random `kid` must not use up the read a real key rotation needs.
+pub(super) fn claims_our_issuer_and_client(raw: &str, issuer: &str, client_id: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = raw.split('.').nth(1) else {
+        return false;
+    };
+    let Some(claims) = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+    else {
+        return false;
+    };
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == client_id,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    claims.get("iss").and_then(Value::as_str) == Some(issuer) && aud_ok
+}
+
 /// `typ` is a media type (RFC 7515 §4.1.9): case-insensitive, and `application/` may be left
 /// out. The spec's `logout+jwt`, or the generic `JWT` that providers predating it send.
 fn is_logout_or_plain_jwt(typ: &str) -> bool {
@@ -191,5 +215,95 @@ fn key_family(p: &jsonwebtoken::jwk::AlgorithmParameters) -> Option<jsonwebtoken
         AlgorithmParameters::OctetKeyPair(_) => Some(AlgorithmFamily::Ed),
         // Symmetric or unknown keys never verify a logout token.
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn unsigned(claims: Value) -> String {
+        let b64 = |v: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        format!(
+            "{}.{}.sig",
+            b64(&serde_json::json!({"alg": "RS256", "kid": "random"})),
+            b64(&claims)
+        )
+    }
+
+    #[test]
+    fn only_a_token_naming_our_issuer_and_client_may_cost_a_key_read() {
+        let (iss, client) = ("https://idp.example", "portcullis");
+        let ok = [
+            serde_json::json!({"iss": iss, "aud": client}),
+            serde_json::json!({"iss": iss, "aud": ["other", client]}),
+        ];
+        for c in ok {
+            assert!(
+                claims_our_issuer_and_client(&unsigned(c.clone()), iss, client),
+                "{c}"
+            );
+        }
+        let refused = [
+            serde_json::json!({"iss": "https://evil.example", "aud": client}),
+            serde_json::json!({"iss": iss, "aud": "other"}),
+            serde_json::json!({"iss": iss}),
+            serde_json::json!({"aud": client}),
+        ];
+        for c in refused {
+            assert!(
+                !claims_our_issuer_and_client(&unsigned(c.clone()), iss, client),
+                "{c}"
+            );
+        }
+        assert!(!claims_our_issuer_and_client("garbage", iss, client));
+        assert!(!claims_our_issuer_and_client("a.!!!.c", iss, client));
+    }
+
+    #[test]
+    fn typ_is_compared_as_a_media_type() {
+        for typ in [
+            "logout+jwt",
+            "application/logout+jwt",
+            "Logout+JWT",
+            "JWT",
+            "jwt",
+            "APPLICATION/JWT",
+        ] {
+            assert!(is_logout_or_plain_jwt(typ), "{typ}");
+        }
+        for typ in [
+            "at+jwt",
+            "application/at+jwt",
+            "",
+            "application/",
+            "logout+jwt2",
+            "text/logout+jwt",
+        ] {
+            assert!(!is_logout_or_plain_jwt(typ), "{typ}");
+        }
+    }
+
+    #[test]
+    fn numeric_dates_may_have_a_fraction() {
+        assert_eq!(
+            numeric_date(&serde_json::json!(1_700_000_000)),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            numeric_date(&serde_json::json!(1_700_000_000.75)),
+            Some(1_700_000_000)
+        );
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!("1700000000"),
+            serde_json::json!(null),
+        ] {
+            assert_eq!(numeric_date(&bad), None, "{bad}");
+        }
     }
 }

@@ -65,6 +65,9 @@ pub struct OidcProvider {
 }
 
 const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the key set is re-read even when every `kid` is known: a key the provider withdrew
+/// (compromised, or rotated out) stops being trusted within this time, not at the next restart.
+pub const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(600);
 /// How old the ID token of a password grant may be: it was issued for this very request, so this
 /// only absorbs clock skew (the same bound as an ID token at the end of the code flow).
 const PASSWORD_GRANT_ID_TOKEN_MAX_AGE: u64 = 600;
@@ -143,6 +146,7 @@ impl OidcProvider {
                 match me.discover().await {
                     Ok(()) => {
                         tracing::info!(issuer = %me.cfg.issuer, "OpenID Provider metadata loaded");
+                        me.spawn_key_refresh();
                         return;
                     }
                     Err(e) => {
@@ -153,6 +157,33 @@ impl OidcProvider {
                 }
             }
         });
+    }
+
+    /// Re-reads the key set every [`JWKS_REFRESH_EVERY`] for as long as this provider client is
+    /// in use (a reload that replaces it ends the task). A failed read keeps the keys it has:
+    /// an unreachable JWKS endpoint is no reason to stop verifying with keys already known, and
+    /// an unknown `kid` still triggers a read of its own.
+    pub fn spawn_key_refresh(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(JWKS_REFRESH_EVERY).await;
+                let Some(provider) = me.upgrade() else { return };
+                if let Err(e) = provider.refresh_jwks().await {
+                    tracing::warn!(issuer = %provider.cfg.issuer, error = %e, "periodic JWKS read failed; keeping the current keys");
+                }
+            }
+        });
+    }
+
+    /// Reads the key set now and swaps it in (serialised with the reads an unknown `kid` makes).
+    pub async fn refresh_jwks(&self) -> Result<(), OidcError> {
+        let mut last = self.last_jwks_fetch.lock().await;
+        let current = self.ready()?;
+        let fresh = Arc::new(current.with_refetched_jwks(&self.cfg, &self.http).await?);
+        *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        *last = Some(tokio::time::Instant::now());
+        Ok(())
     }
 
     /// The URL the browser is sent to: Authorization Code flow with PKCE S256, state and nonce.
@@ -333,7 +364,13 @@ impl OidcProvider {
     ) -> Result<logout_token::LogoutRequest, OidcError> {
         let d = self.ready()?;
         match logout_token::verify(&d, &self.cfg, raw) {
-            Err(OidcError::UnknownSigningKey) => {
+            Err(OidcError::UnknownSigningKey)
+                if logout_token::claims_our_issuer_and_client(
+                    raw,
+                    &self.cfg.issuer,
+                    &self.cfg.client_id,
+                ) =>
+            {
                 let d = self.refetch_jwks(&d).await?;
                 logout_token::verify(&d, &self.cfg, raw)
             }

@@ -442,6 +442,7 @@ impl Env {
     async fn start(jwks: Vec<Value>, setup: Setup) -> Env {
         let opts = IdpOptions {
             dead_token_endpoint: setup == Setup::DeadTokenEndpoint,
+            ..IdpOptions::default()
         };
         let idp = FakeIdp::start(jwks, opts).await;
         let secret = if setup == Setup::WrongClientSecret {

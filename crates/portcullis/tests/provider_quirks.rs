@@ -7,6 +7,8 @@
 //! * A token type other than Bearer (`DPoP`): not usable, so no session.
 //! * A refresh answered 429 or 5xx with some OAuth-looking body is an outage (503, the session
 //!   kept), not a refusal that logs the user out.
+//! * A discovery document with members the gateway does not read in odd shapes, flags as
+//!   strings, and required-but-unused members missing.
 //! * A signing key the provider withdraws stops verifying at the next periodic key-set read.
 
 mod common;
@@ -55,7 +57,11 @@ impl Env {
     /// `refresh_skew` of an hour: every access token is refreshed before use, so each API call
     /// below goes through the provider's refresh answer.
     async fn start() -> Env {
-        let idp = FakeIdp::start(vec![keys().provider.jwk(Some(KID))], IdpOptions::default()).await;
+        Self::start_with(IdpOptions::default()).await
+    }
+
+    async fn start_with(options: IdpOptions) -> Env {
+        let idp = FakeIdp::start(vec![keys().provider.jwk(Some(KID))], options).await;
         let upstream = RecordingUpstream::start().await;
         let gw = Gateway::start_with(
             &idp,
@@ -237,4 +243,25 @@ async fn a_withdrawn_signing_key_stops_verifying_at_the_next_key_set_read() {
     let (browser, status) = env.login(json!({}), json!({})).await;
     assert_ne!(status, 302, "the withdrawn key no longer verifies");
     assert!(browser.cookie(SESSION_COOKIE).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_document_in_other_shapes_still_loads() {
+    let env = Env::start_with(IdpOptions {
+        discovery_patch: Some(json!({
+            "op_policy_uri": "",
+            "service_documentation": "/docs",
+            "claims_supported": ["sub", 7],
+            "request_parameter_supported": "false",
+            "userinfo_endpoint": "",
+            "code_challenge_methods_supported": "S256",
+            "subject_types_supported": null,
+            "response_types_supported": null,
+        })),
+        ..IdpOptions::default()
+    })
+    .await;
+    let (browser, status) = env.login(json!({}), json!({})).await;
+    assert_eq!(status, 302);
+    assert_eq!(env.status(&browser, "/bff/session").await, 200);
 }

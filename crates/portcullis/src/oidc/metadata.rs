@@ -79,6 +79,134 @@ fn endpoint(name: &str, value: Option<&String>) -> Result<Option<Url>, OidcError
         .transpose()
 }
 
+/// Discovery (OpenID Connect Discovery 1.0 §4): the document at the issuer's well-known URL,
+/// normalised (see [`normalise_discovery`]), parsed, its `issuer` checked to equal ours exactly
+/// (§4.3), then its key set.
+async fn fetch_metadata(
+    issuer: &IssuerUrl,
+    http: &super::http_client::TracedClient,
+) -> Result<Metadata, OidcError> {
+    use openidconnect::AsyncHttpClient as _;
+    let unavailable = |what: String| OidcError::Unavailable(format!("discovery: {what}"));
+    let url = issuer
+        .join(".well-known/openid-configuration")
+        .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
+    let request = openidconnect::http::Request::get(url.as_str())
+        .header(openidconnect::http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let response = http
+        .call(request)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if response.status() != openidconnect::http::StatusCode::OK {
+        return Err(unavailable(format!("{url} answered {}", response.status())));
+    }
+    let mut doc: serde_json::Value = serde_json::from_slice(response.body())
+        .map_err(|e| unavailable(format!("{url} is not JSON ({e})")))?;
+    normalise_discovery(&mut doc);
+    let meta: Metadata =
+        serde_json::from_value(doc).map_err(|e| unavailable(format!("metadata: {e}")))?;
+    if meta.issuer() != issuer {
+        return Err(unavailable(format!(
+            "the document names issuer `{}`, not `{}`",
+            meta.issuer().as_str(),
+            issuer.as_str()
+        )));
+    }
+    let jwks = CoreJsonWebKeySet::fetch_async(meta.jwks_uri(), http)
+        .await
+        .map_err(|e| OidcError::Unavailable(format!("JWKS: {e}")))?;
+    Ok(meta.set_jwks(jwks))
+}
+
+/// Discovery members Portcullis never reads. They are dropped before parsing: a provider that
+/// sends one of them in an unexpected shape (an empty `op_policy_uri`, a relative
+/// `service_documentation`, numbers in `claims_supported`, `"false"` for a boolean) would
+/// otherwise fail the whole document, and with it every login. Discovery §3 allows members the
+/// client does not understand; these are ones it does not need.
+const UNUSED_MEMBERS: [&str; 25] = [
+    "registration_endpoint",
+    "userinfo_endpoint",
+    "scopes_supported",
+    "response_modes_supported",
+    "grant_types_supported",
+    "acr_values_supported",
+    "id_token_encryption_alg_values_supported",
+    "id_token_encryption_enc_values_supported",
+    "userinfo_signing_alg_values_supported",
+    "userinfo_encryption_alg_values_supported",
+    "userinfo_encryption_enc_values_supported",
+    "request_object_signing_alg_values_supported",
+    "request_object_encryption_alg_values_supported",
+    "request_object_encryption_enc_values_supported",
+    "token_endpoint_auth_signing_alg_values_supported",
+    "display_values_supported",
+    "claim_types_supported",
+    "claims_supported",
+    "service_documentation",
+    "claims_locales_supported",
+    "ui_locales_supported",
+    "claims_parameter_supported",
+    "request_parameter_supported",
+    "request_uri_parameter_supported",
+    "require_request_uri_registration",
+];
+
+/// Makes a discovery document parseable without changing anything Portcullis relies on:
+/// * members it never reads ([`UNUSED_MEMBERS`], `op_policy_uri`, `op_tos_uri`) are dropped;
+/// * `response_types_supported`, `subject_types_supported` and
+///   `id_token_signing_alg_values_supported`, required by §3 but not used (the flow is always
+///   `code`; the gateway's own list of algorithms decides), are filled in when missing or not a
+///   list of strings;
+/// * `authorization_response_iss_parameter_supported` as `"true"`/`"false"` becomes a boolean,
+///   and `code_challenge_methods_supported` as one string becomes a list of it.
+///
+/// Everything the gateway uses (`issuer`, the endpoints, `jwks_uri`, the client authentication
+/// methods, PKCE and RFC 9207 support) is left for the strict parser and the checks after it.
+pub fn normalise_discovery(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Some(members) = doc.as_object_mut() else {
+        return;
+    };
+    for name in UNUSED_MEMBERS
+        .iter()
+        .chain(&["op_policy_uri", "op_tos_uri"])
+    {
+        members.remove(*name);
+    }
+    let strings = |v: &Value| {
+        v.as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string))
+    };
+    for (name, default) in [
+        ("response_types_supported", "code"),
+        ("subject_types_supported", "public"),
+        // What verifies an ID token is the gateway's own list of asymmetric algorithms
+        // (`id_token.rs`), not this one.
+        ("id_token_signing_alg_values_supported", "RS256"),
+    ] {
+        if !members.get(name).is_some_and(strings) {
+            members.insert(name.to_owned(), Value::from(vec![default]));
+        }
+    }
+
+    if let Some(v) = members.get_mut("authorization_response_iss_parameter_supported")
+        && let Some(flag) = v.as_str().and_then(|s| match s.trim() {
+            t if t.eq_ignore_ascii_case("true") => Some(true),
+            t if t.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        })
+    {
+        *v = Value::from(flag);
+    }
+    if let Some(v) = members.get_mut("code_challenge_methods_supported")
+        && let Some(one) = v.as_str()
+    {
+        *v = Value::from(vec![one.to_owned()]);
+    }
+}
+
 impl Discovered {
     pub async fn load(
         cfg: &OidcConfig,
@@ -87,10 +215,7 @@ impl Discovered {
     ) -> Result<Self, OidcError> {
         let issuer = IssuerUrl::new(cfg.issuer.clone())
             .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
-        // Validates that the document's `issuer` equals the configured issuer exactly.
-        let meta = Metadata::discover_async(issuer.clone(), http)
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("discovery: {e}")))?;
+        let meta = fetch_metadata(&issuer, http).await?;
         let token_endpoint = meta
             .token_endpoint()
             .cloned()
@@ -171,5 +296,106 @@ impl Discovered {
             auth_basic: self.auth_basic,
             iss_parameter_required: self.iss_parameter_required,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn minimal() -> serde_json::Value {
+        json!({
+            "issuer": "https://idp.example",
+            "authorization_endpoint": "https://idp.example/authorize",
+            "token_endpoint": "https://idp.example/token",
+            "jwks_uri": "https://idp.example/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+    }
+
+    fn parse(mut doc: serde_json::Value) -> Result<Metadata, serde_json::Error> {
+        normalise_discovery(&mut doc);
+        serde_json::from_value(doc)
+    }
+
+    #[test]
+    fn members_the_gateway_does_not_read_cannot_fail_the_document() {
+        let quirks = [
+            ("op_policy_uri", json!("")),
+            ("op_tos_uri", json!("terms.html")),
+            ("service_documentation", json!("/docs")),
+            ("registration_endpoint", json!("register")),
+            ("request_parameter_supported", json!("false")),
+            ("claims_supported", json!(["sub", 7])),
+            ("scopes_supported", json!("openid profile")),
+            ("ui_locales_supported", json!([null])),
+            ("userinfo_endpoint", json!("")),
+            ("id_token_signing_alg_values_supported", json!("RS256")),
+            ("response_types_supported", json!(null)),
+            ("subject_types_supported", json!("public")),
+        ];
+        for (name, value) in quirks {
+            let mut doc = minimal();
+            doc[name] = value.clone();
+            assert!(
+                serde_json::from_value::<Metadata>(doc.clone()).is_err(),
+                "{name}: {value} must be a quirk the strict parser refuses"
+            );
+            parse(doc).unwrap_or_else(|e| panic!("{name}: {value}: {e}"));
+        }
+        let mut doc = minimal();
+        doc.as_object_mut()
+            .expect("object")
+            .remove("subject_types_supported");
+        doc.as_object_mut()
+            .expect("object")
+            .remove("response_types_supported");
+        parse(doc).expect("required-but-unused members may be missing");
+    }
+
+    #[test]
+    fn provider_flags_as_strings_are_read_as_meant() {
+        let mut doc = minimal();
+        doc["authorization_response_iss_parameter_supported"] = json!("true");
+        doc["code_challenge_methods_supported"] = json!("S256");
+        let meta = parse(doc).expect("parse");
+        let extra = meta.additional_metadata();
+        assert_eq!(
+            extra.authorization_response_iss_parameter_supported,
+            Some(true)
+        );
+        assert_eq!(
+            extra.code_challenge_methods_supported.as_deref(),
+            Some(&["S256".to_owned()][..])
+        );
+        let mut doc = minimal();
+        doc["authorization_response_iss_parameter_supported"] = json!("FALSE");
+        let meta = parse(doc).expect("parse");
+        assert_eq!(
+            meta.additional_metadata()
+                .authorization_response_iss_parameter_supported,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn what_the_gateway_uses_is_still_parsed_strictly() {
+        for (name, value) in [
+            ("token_endpoint", json!("not a url")),
+            ("jwks_uri", json!(7)),
+            ("issuer", json!(null)),
+            (
+                "authorization_response_iss_parameter_supported",
+                json!("maybe"),
+            ),
+        ] {
+            let mut doc = minimal();
+            doc[name] = value.clone();
+            assert!(parse(doc).is_err(), "{name}: {value}");
+        }
     }
 }

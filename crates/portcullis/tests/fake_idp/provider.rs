@@ -74,11 +74,14 @@ pub struct TokenRequest {
 pub struct IdpOptions {
     /// Advertise a token endpoint nobody listens on.
     pub dead_token_endpoint: bool,
+    /// Members of the discovery document replaced (`null` removes one), to play other providers.
+    pub discovery_patch: Option<Value>,
 }
 
 struct Shared {
     issuer: String,
     token_endpoint: String,
+    discovery_patch: Option<Value>,
     jwks: Mutex<Vec<Value>>,
     jwks_fetches: AtomicUsize,
     grants: Mutex<HashMap<String, Grant>>,
@@ -143,6 +146,7 @@ impl FakeIdp {
         let shared = Arc::new(Shared {
             issuer,
             token_endpoint,
+            discovery_patch: opts.discovery_patch,
             jwks: Mutex::new(jwks),
             jwks_fetches: AtomicUsize::new(0),
             grants: Mutex::default(),
@@ -211,7 +215,7 @@ impl FakeIdp {
 
 async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
     let iss = &s.issuer;
-    Json(json!({
+    let mut doc = json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/authorize"),
         "token_endpoint": s.token_endpoint,
@@ -221,7 +225,19 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-    }))
+    });
+    for (k, v) in s
+        .discovery_patch
+        .iter()
+        .flat_map(|p| p.as_object().expect("members"))
+    {
+        if v.is_null() {
+            doc.as_object_mut().expect("object").remove(k);
+        } else {
+            doc[k] = v.clone();
+        }
+    }
+    Json(doc)
 }
 
 async fn jwks_doc(State(s): State<Arc<Shared>>) -> Json<Value> {

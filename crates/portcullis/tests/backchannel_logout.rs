@@ -183,6 +183,10 @@ async fn forged_and_misdirected_logout_tokens_end_nothing() {
             "extra audience, azp another client",
             env.token(json!({"aud": [CLIENT_ID, "other"], "azp": "other"})),
         ),
+        (
+            "extra audience, azp this client (untrusted audience, as for ID tokens)",
+            env.token(json!({"aud": [CLIENT_ID, "other"], "azp": CLIENT_ID})),
+        ),
         ("no aud", env.token(json!({"aud": null}))),
         (
             "expired",

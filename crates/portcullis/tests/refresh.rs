@@ -135,3 +135,61 @@ async fn a_refused_refresh_ends_the_session() {
         401
     );
 }
+
+/// oidc-provider's own policy, as a provider nobody tuned for this gateway runs it: a refresh
+/// token only when `offline_access` was granted, and `offline_access` only with `prompt=consent`
+/// (OIDC Core §11). The gateway asks for it, so sessions outlive their first access token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_wants_consent_for_offline_access_still_issues_refresh_tokens() {
+    let stack = Stack::start_with(Options {
+        idp_stock_refresh_policy: true,
+        ..short_tokens()
+    })
+    .await;
+    let prompts = |path: &'static str| {
+        let stack = &stack;
+        async move {
+            let r = Browser::new().get(&stack.url(path)).await.expect("login");
+            let to = url::Url::parse(&r.location().expect("to the provider")).expect("url");
+            to.query_pairs()
+                .filter(|(k, _)| k == "prompt")
+                .map(|(_, v)| v.into_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(prompts("/bff/login").await, ["consent"]);
+    assert_eq!(
+        prompts("/bff/login?prompt=none").await,
+        ["none"],
+        "none stands alone"
+    );
+
+    let b = Browser::new();
+    let ticket = stack.login(&b).await;
+    let record = stack.session_record(&ticket).await.expect("session").record;
+    assert!(record.refresh_token.is_some(), "offline_access was granted");
+    tokio::time::sleep(UNTIL_STALE).await;
+    stack.idp.reset_stats().await.expect("reset");
+    let api = b.get(&stack.url("/api/orders/1")).await.expect("api");
+    assert_eq!(api.status.as_u16(), 200, "{}", api.text());
+    assert_eq!(stack.idp.stats().await.expect("stats").refresh_grants(), 1);
+
+    // The control: without the prompt, the same provider grants no offline access.
+    let without = Stack::start_with(Options {
+        idp_stock_refresh_policy: true,
+        extra_oidc: "prompt_consent_for_offline_access = false".into(),
+        ..short_tokens()
+    })
+    .await;
+    let b = Browser::new();
+    let ticket = without.login(&b).await;
+    let record = without
+        .session_record(&ticket)
+        .await
+        .expect("session")
+        .record;
+    assert!(
+        record.refresh_token.is_none(),
+        "no prompt=consent, no refresh token"
+    );
+}

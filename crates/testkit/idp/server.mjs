@@ -53,6 +53,9 @@ const ACCESS_TOKEN_TTL = positiveInt('IDP_ACCESS_TOKEN_TTL', 3600);
 const ID_TOKEN_TTL = 3600;
 // RFC 6749 4.3 (deprecated by RFC 9700): off unless IDP_PASSWORD_GRANT=1.
 const PASSWORD_GRANT = process.env.IDP_PASSWORD_GRANT === '1';
+// oidc-provider's default refresh-token policy (offline_access granted, which needs
+// prompt=consent) instead of "whenever the client may refresh": IDP_STOCK_REFRESH_POLICY=1.
+const STOCK_REFRESH_POLICY = process.env.IDP_STOCK_REFRESH_POLICY === '1';
 const SCOPES = ['openid', 'offline_access', 'profile', 'email'];
 const REFRESH_TOKEN_TTL = 24 * 60 * 60;
 
@@ -179,10 +182,12 @@ function configuration() {
       required: () => true,
     },
     // A refresh token whenever the client may use the refresh_token grant:
-    // offline_access is not needed.
-    async issueRefreshToken(ctx, rpClient) {
-      return rpClient.grantTypeAllowed('refresh_token');
-    },
+    // offline_access is not needed (unless IDP_STOCK_REFRESH_POLICY=1).
+    ...(STOCK_REFRESH_POLICY ? {} : {
+      async issueRefreshToken(ctx, rpClient) {
+        return rpClient.grantTypeAllowed('refresh_token');
+      },
+    }),
     rotateRefreshToken: true,
     features: {
       devInteractions: { enabled: false },

@@ -65,6 +65,10 @@ pub struct IdpOptions {
     /// for the client: the test user's credentials at the token endpoint get
     /// the same tokens as the code flow. Off by default.
     pub password_grant: bool,
+    /// oidc-provider's own refresh-token policy instead of the fixture's "always": a refresh
+    /// token only when `offline_access` was granted, which oidc-provider grants only to an
+    /// authorization request with `prompt=consent` (OIDC Core §11). As a provider nobody tuned.
+    pub stock_refresh_policy: bool,
 }
 
 impl Default for IdpOptions {
@@ -80,6 +84,7 @@ impl Default for IdpOptions {
             password: DEFAULT_PASSWORD.to_owned(),
             port: None,
             password_grant: false,
+            stock_refresh_policy: false,
         }
     }
 }
@@ -244,6 +249,14 @@ impl Idp {
             .env(
                 "IDP_PASSWORD_GRANT",
                 if options.password_grant { "1" } else { "0" },
+            )
+            .env(
+                "IDP_STOCK_REFRESH_POLICY",
+                if options.stock_refresh_policy {
+                    "1"
+                } else {
+                    "0"
+                },
             )
             .env_remove("IDP_USER_NAME")
             .env_remove("IDP_USER_EMAIL")

@@ -202,6 +202,11 @@ pub struct OidcConfig {
     pub client_secret: Secret,
     pub scopes: Vec<String>,
     pub extra_auth_params: Vec<(String, String)>,
+    /// Sends `prompt=consent` when the scopes ask for `offline_access` (and the operator set no
+    /// `prompt` of their own): OIDC Core §11 says the request MUST carry it, and providers that
+    /// follow the letter (oidc-provider's defaults) drop `offline_access` without it, which means
+    /// no refresh token.
+    pub prompt_consent_for_offline_access: bool,
     pub session_claims: Vec<String>,
     pub refresh_skew: Duration,
     pub http_timeout: Duration,

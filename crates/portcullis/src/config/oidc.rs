@@ -115,6 +115,9 @@ impl Validator {
             client_secret: client_secret?,
             scopes,
             extra_auth_params: raw.extra_auth_params.into_iter().collect(),
+            prompt_consent_for_offline_access: raw
+                .prompt_consent_for_offline_access
+                .unwrap_or(true),
             session_claims,
             refresh_skew,
             http_timeout,

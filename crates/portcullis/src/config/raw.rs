@@ -178,6 +178,7 @@ pub struct RawOidc {
     pub scopes: Option<Vec<String>>,
     #[serde(default)]
     pub extra_auth_params: BTreeMap<String, String>,
+    pub prompt_consent_for_offline_access: Option<bool>,
     pub session_claims: Option<Vec<String>>,
     pub refresh_skew: Option<String>,
     pub http_timeout: Option<String>,

@@ -202,11 +202,24 @@ impl OidcProvider {
             auth = auth.add_scope(Scope::new(scope.clone()));
         }
         auth = auth.set_pkce_challenge(challenge);
+        let mut operator_prompt = false;
         for (k, v) in &self.cfg.extra_auth_params {
+            if k == "prompt" {
+                operator_prompt = true;
+                if req.prompt_none {
+                    continue; // `none` must stand alone (OIDC Core §3.1.2.1)
+                }
+            }
             auth = auth.add_extra_param(k.clone(), v.clone());
         }
         if req.prompt_none {
             auth = auth.add_prompt(CoreAuthPrompt::None);
+        } else if !operator_prompt
+            && self.cfg.prompt_consent_for_offline_access
+            && self.cfg.scopes.iter().any(|s| s == "offline_access")
+        {
+            // OIDC Core §11: offline access is requested with `prompt=consent`.
+            auth = auth.add_prompt(CoreAuthPrompt::Consent);
         }
         Ok(auth.url().0)
     }

@@ -39,6 +39,9 @@ pub struct Options {
     /// Allow `grant_type=password` for the client at the provider (Portcullis's own switch is
     /// `password_grant = true` in `extra_oidc`).
     pub idp_password_grant: bool,
+    /// The provider's own refresh-token policy (`offline_access` granted only with
+    /// `prompt=consent`), instead of the fixture's "always".
+    pub idp_stock_refresh_policy: bool,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             instances: 1,
             backchannel_logout: false,
             idp_password_grant: false,
+            idp_stock_refresh_policy: false,
         }
     }
 }
@@ -92,6 +96,7 @@ impl Stack {
                 Some(format!("{}/bff/backchannel-logout", ports[0].base));
         }
         idp_opts.password_grant = opts.idp_password_grant;
+        idp_opts.stock_refresh_policy = opts.idp_stock_refresh_policy;
         let idp = Idp::start(idp_opts)
             .await
             .expect("start the OpenID Provider");

@@ -150,7 +150,10 @@ async fn upstream_failures_and_limits() {
         .await
         .expect("418");
     assert_eq!(teapot.status.as_u16(), 418);
-    assert!(teapot.header("set-cookie").is_none());
+    assert_eq!(teapot.header("x-upstream"), Some("yes"));
+    for never in ["set-cookie", "service-worker-allowed", "clear-site-data"] {
+        assert!(teapot.header(never).is_none(), "{never} passed through");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

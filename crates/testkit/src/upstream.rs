@@ -9,8 +9,9 @@
 //! | `/echo-body` | 200 with the request body (and its `Content-Type`) |
 //! | `/status/NNN` | status NNN (100 < NNN < 600) with the JSON body |
 //!
-//! Every answer carries `Set-Cookie: upstream=1` and `X-Upstream: yes`, so
-//! tests can check what the gateway passes back to the browser. The request
+//! Every answer carries `Set-Cookie: upstream=1`, `Service-Worker-Allowed: /`,
+//! `Clear-Site-Data: "*"` and `X-Upstream: yes`, so tests can check what the
+//! gateway passes back to the browser. The request
 //! is recorded before the answer is produced (a `/slow` request is recorded
 //! even when the gateway gives up on it).
 
@@ -321,6 +322,8 @@ fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response {
         h.insert(header::CONTENT_TYPE, ct);
     }
     h.insert(header::SET_COOKIE, HeaderValue::from_static("upstream=1"));
+    h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+    h.insert("clear-site-data", HeaderValue::from_static("\"*\""));
     h.insert("x-upstream", HeaderValue::from_static("yes"));
     resp
 }

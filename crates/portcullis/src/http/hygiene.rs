@@ -1,7 +1,10 @@
 //! Request hygiene, before any routing: paths that could escape a route prefix or be read
-//! differently by an upstream, and method-override tricks, are refused with 400. So is any
+//! differently by an upstream, and a `_method` query parameter, are refused with 400. So is any
 //! `Upgrade` other than `websocket` (e.g. `h2c`, a known way to smuggle requests past a proxy);
 //! WebSocket upgrades themselves are admitted only on routes that allow them (`proxy::websocket`).
+//! `TRACE` and `CONNECT` are refused with 501: a TRACE forwarded with the bearer token would
+//! come back with it in the body (RFC 9110 §9.3.8), and the gateway tunnels nothing.
+//! Method-override *headers* are not refused here: the proxy strips them (`proxy::headers`).
 
 use axum::{
     extract::Request,
@@ -13,13 +16,10 @@ use super::{
     problem::ApiError,
 };
 
-/// Headers some frameworks use to turn a POST into another method. Never honoured.
-/// (`HeaderName`s: a lookup by `&str` parses the name again on every request.)
-pub static METHOD_OVERRIDE_HEADERS: [http::HeaderName; 3] = [
-    http::HeaderName::from_static("x-http-method-override"),
-    http::HeaderName::from_static("x-http-method"),
-    http::HeaderName::from_static("x-method-override"),
-];
+/// Marks a request the server read off a connection (set by `server`), as opposed to one built
+/// in-process.
+#[derive(Debug, Clone, Copy)]
+pub struct FromListener;
 
 /// The hygiene layer: refuses what the module docs list, with 400, before any routing.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +39,20 @@ impl Around for RejectUnsafeRequests {
 }
 
 fn refusal(req: &Request) -> Option<Response> {
-    if let Err(why) = check_framing(req.headers()) {
+    if req.method() == http::Method::TRACE || req.method() == http::Method::CONNECT {
+        tracing::info!(method = %req.method(), "method refused");
+        return Some(ApiError::NotImplemented("method not supported").into_response());
+    }
+    // RFC 9112 §3.2: a server MUST answer an HTTP/1.1 request without `Host` with 400. Only
+    // requests read off a connection are held to it; in-process callers (`app()`) build theirs.
+    let missing_host = req.version() == http::Version::HTTP_11
+        && req.extensions().get::<FromListener>().is_some()
+        && !req.headers().contains_key(http::header::HOST);
+    let framing = match check_framing(req.headers()) {
+        Ok(()) if missing_host => Err("no Host"),
+        other => other,
+    };
+    if let Err(why) = framing {
         tracing::info!(reason = why, "request framing refused");
         let mut resp = ApiError::BadRequest("malformed request").into_response();
         // The rest of the connection may have been framed differently by a proxy in front.
@@ -52,13 +65,6 @@ fn refusal(req: &Request) -> Option<Response> {
     if let Err(why) = check_path(req.uri().path()) {
         tracing::info!(reason = why, "request path refused");
         return Some(ApiError::BadRequest("path not allowed").into_response());
-    }
-    if METHOD_OVERRIDE_HEADERS
-        .iter()
-        .any(|h| req.headers().contains_key(h))
-    {
-        tracing::info!("method-override header refused");
-        return Some(ApiError::BadRequest("method override not allowed").into_response());
     }
     if let Some(v) = req.headers().get(http::header::UPGRADE)
         && !v.as_bytes().eq_ignore_ascii_case(b"websocket")
@@ -103,20 +109,34 @@ pub fn check_framing(headers: &http::HeaderMap) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The raw (still percent-encoded) path must have no dot segments, no encoded dots, slashes,
-/// backslashes or NULs (single or double encoded), and no raw backslash; and so must what one
-/// and two rounds of percent-decoding make of it (an upstream, or a chain of them, may decode),
-/// which also catches double encodings with encoded hex digits (`%25%32%65` → `%2e` → `.`).
+/// The raw (still percent-encoded) path must have no empty segment (`//`: a request-target that
+/// starts with one reads as a host to many URL parsers), no malformed escape (`%zz`, IIS's
+/// `%u002e`), no dot segments, no encoded dots, slashes, backslashes or NULs (single or double
+/// encoded), and no raw backslash; and so must what one and two rounds of percent-decoding make
+/// of it (an upstream, or a chain of them, may decode), which also catches double encodings with
+/// encoded hex digits (`%25%32%65` → `%2e` → `.`). Each decoded form must be UTF-8: an overlong
+/// encoding such as `%c0%ae` is `.` to a lenient decoder.
 pub fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("not absolute");
+    }
+    if path.contains("//") {
+        return Err("empty segment");
     }
     if !path.contains('%') {
         // Nothing to decode: every decoded form is the path itself.
         return check_form(path);
     }
-    let once = percent_decode(path);
-    let twice = percent_decode(&once);
+    let b = path.as_bytes();
+    if b.iter().enumerate().any(|(i, c)| {
+        *c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    }) {
+        return Err("malformed percent-encoding");
+    }
+    let once = percent_decode(path).ok_or("not UTF-8 once decoded")?;
+    let twice = percent_decode(&once).ok_or("not UTF-8 once decoded")?;
     for form in [path, once.as_str(), twice.as_str()] {
         check_form(form)?;
     }
@@ -144,7 +164,7 @@ fn check_form(path: &str) -> Result<(), &'static str> {
     if path
         .split('/')
         .map(|seg| seg.split(';').next().unwrap_or(seg))
-        .any(|seg| seg == "." || seg == "..")
+        .any(reads_as_dot_segment)
     {
         return Err("dot segment");
     }
@@ -154,9 +174,32 @@ fn check_form(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Lenient percent-decoding, as an upstream might do it: valid `%XX` escapes decoded, anything
-/// else kept; invalid UTF-8 replaced (it cannot form `.`, `/`, `\\` or NUL).
-fn percent_decode(s: &str) -> String {
+/// `.` or `..`, also as servers that trim whitespace (IIS, .NET: `.. `) or normalise Unicode
+/// compatibility forms (NFKC: `．`, `﹒`, `․` are `.`, `‥` is `..`) would read the segment.
+fn reads_as_dot_segment(seg: &str) -> bool {
+    if seg == "." || seg == ".." {
+        return true;
+    }
+    let trimmed = seg.trim_matches(|c: char| c.is_ascii_whitespace());
+    if trimmed.is_empty() || !trimmed.chars().all(|c| dots(c) > 0) {
+        return false;
+    }
+    matches!(trimmed.chars().map(dots).sum::<usize>(), 1 | 2)
+}
+
+/// How many `.` a character is under NFKC (0: not a dot).
+fn dots(c: char) -> usize {
+    match c {
+        '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}' => 1,
+        '\u{2025}' => 2,
+        _ => 0,
+    }
+}
+
+/// Percent-decoding as an upstream might do it: `%XX` escapes decoded, anything else kept
+/// (`check_path` has refused malformed escapes in the raw path; a decoded form may have new
+/// ones, which the next round keeps). `None` if the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
     let mut out = Vec::with_capacity(b.len());
@@ -174,7 +217,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -233,6 +276,20 @@ mod tests {
             "/api/orders/..;/admin",
             "/api/orders/.;x=y/admin",
             "relative",
+            "//evil.example/x",
+            "/api/orders//admin",
+            "/api/orders/%zz",
+            "/api/orders/%u002e%u002e/admin",
+            "/api/orders/%",
+            "/api/orders/%c0%ae%c0%ae/admin",
+            "/api/orders/%e0%80%ae%e0%80%ae/admin",
+            "/api/orders/%ff",
+            "/api/orders/..%20/admin",
+            "/api/orders/%20../admin",
+            "/api/orders/%09../admin",
+            "/api/orders/%ef%bc%8e%ef%bc%8e/admin",
+            "/api/orders/%e2%80%a5/admin",
+            "/api/orders/%ef%b9%92/admin",
         ] {
             assert!(check_path(p).is_err(), "{p} must be refused");
         }
@@ -246,8 +303,13 @@ mod tests {
             "/api/orders/42",
             "/api/orders/a.b/c..d",
             "/api/x%20y",
-            "/api/orders//x",
+            "/api/orders/",
             "/api/orders/1;v=2",
+            "/api/caf%C3%A9",
+            "/api/orders/...",
+            "/api/orders/.well-known",
+            "/api/orders/%E2%80%A5x",
+            "/api/orders/%25",
         ] {
             assert!(check_path(p).is_ok(), "{p} must pass");
         }

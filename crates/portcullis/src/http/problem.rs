@@ -26,6 +26,8 @@ pub enum ApiError {
     TooManyRequests {
         retry_after_secs: u64,
     },
+    /// A method the gateway serves on no path (`TRACE`, `CONNECT`).
+    NotImplemented(&'static str),
     BadGateway,
     GatewayTimeout,
     Unavailable,
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +68,7 @@ impl ApiError {
             }
             ApiError::LoginFailed => ("login-failed", "Login failed", None),
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests", None),
+            ApiError::NotImplemented(d) => ("not-implemented", "Not implemented", Some(d)),
             ApiError::BadGateway => ("bad-gateway", "Upstream unavailable", None),
             ApiError::GatewayTimeout => ("gateway-timeout", "Upstream timed out", None),
             ApiError::Unavailable => ("unavailable", "Service temporarily unavailable", None),

@@ -27,10 +27,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-static BROWSER_ONLY: [HeaderName; 10] = [
+static BROWSER_ONLY: [HeaderName; 13] = [
     header::COOKIE,
     header::AUTHORIZATION,
     HeaderName::from_static("x-csrf-token"),
+    // Method overrides: some frameworks turn a POST (or a GET) into another method when they
+    // see one, behind the CSRF layer's back. Never forwarded.
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
     header::HOST,
     header::FORWARDED,
     X_FORWARDED_FOR,
@@ -174,10 +179,22 @@ pub fn upstream_request(
     Ok(())
 }
 
+/// Response headers an upstream may not send to the app's origin: cookies (the gateway owns the
+/// origin's cookies), `Service-Worker-Allowed` (with a script-like response it would let a
+/// service worker control the whole origin, not just its API path) and `Clear-Site-Data` (it
+/// would wipe the origin's cookies and storage, logging the user out).
+static UPSTREAM_NEVER: [HeaderName; 3] = [
+    header::SET_COOKIE,
+    HeaderName::from_static("service-worker-allowed"),
+    HeaderName::from_static("clear-site-data"),
+];
+
 /// Cleans the upstream's response headers for the browser.
 pub fn downstream_response(h: &mut HeaderMap) {
     let named = named_in_connection(h);
-    remove_where(h, |n| is_hop_by_hop(n, &named) || n == header::SET_COOKIE);
+    remove_where(h, |n| {
+        is_hop_by_hop(n, &named) || UPSTREAM_NEVER.contains(n)
+    });
 }
 
 #[cfg(test)]

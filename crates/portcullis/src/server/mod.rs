@@ -287,6 +287,8 @@ impl hyper::service::Service<http::Request<Incoming>> for PublicService {
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut()
+            .insert(crate::http::hygiene::FromListener);
         self.live.public().oneshot(req)
     }
 }

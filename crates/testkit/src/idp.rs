@@ -508,65 +508,19 @@ impl Idp {
 
 static NODE_MODULES: OnceCell<()> = OnceCell::const_new();
 
-fn node_modules_installed(dir: &Path) -> bool {
-    dir.join("node_modules/oidc-provider/package.json")
+fn node_modules_installed(dir: &Path) -> anyhow::Result<bool> {
+    Ok(dir
+        .join("node_modules/oidc-provider/package.json")
         .is_file()
-        && dir.join("node_modules/.package-lock.json").is_file()
+        && dir.join("node_modules/.package-lock.json").is_file())
 }
 
-/// Runs `npm ci --no-audit --no-fund` in `dir` unless `node_modules` is
-/// already there; once per process (OnceCell) and once per machine (an
-/// exclusive lock on `dir/.npm-ci.lock`, checked again after locking).
+/// `npm ci` in `dir` unless oidc-provider is installed (see [`crate::npm`]).
 async fn ensure_node_modules(dir: &Path) -> anyhow::Result<()> {
-    NODE_MODULES
-        .get_or_try_init(|| async {
-            if node_modules_installed(dir) {
-                return Ok(());
-            }
-            let dir = dir.to_owned();
-            tokio::task::spawn_blocking(move || install_locked(&dir))
-                .await
-                .context("npm ci task panicked")?
-        })
-        .await
-        .map(|_| ())
-}
-
-fn install_locked(dir: &Path) -> anyhow::Result<()> {
-    let lock_path = dir.join(".npm-ci.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
-    if node_modules_installed(dir) {
-        return Ok(());
-    }
-    eprintln!(
-        "[idp] node_modules missing: running npm ci in {}",
-        dir.display()
-    );
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .context("running `npm ci` (is npm installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "`npm ci` in {} failed ({}):\n{}\n{}",
-            dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    if !node_modules_installed(dir) {
-        bail!("`npm ci` succeeded but node_modules/oidc-provider is missing");
-    }
-    Ok(())
-    // `lock` is released when dropped here.
+    static MODULES: crate::npm::Modules = crate::npm::Modules {
+        label: "[idp]",
+        what: "node_modules/oidc-provider",
+        installed: node_modules_installed,
+    };
+    crate::npm::ensure(&NODE_MODULES, dir, &MODULES).await
 }

@@ -26,6 +26,7 @@ pub mod cookies;
 pub mod faults;
 pub mod html;
 pub mod idp;
+mod npm;
 pub mod pki;
 pub mod redis;
 pub mod scripted;

@@ -283,59 +283,14 @@ fn node_modules_installed(dir: &Path) -> anyhow::Result<bool> {
     )
 }
 
-/// `npm ci --no-audit --no-fund` in `dir` unless the pinned playwright-core is installed; once
-/// per process and under an exclusive lock on `dir/.npm-ci.lock` (as `scripts/common.sh` takes).
+/// `npm ci` in `dir` unless the pinned playwright-core is installed (see [`crate::npm`]).
 pub(super) async fn ensure_node_modules(dir: &Path) -> anyhow::Result<()> {
-    NODE_MODULES
-        .get_or_try_init(|| async {
-            if node_modules_installed(dir)? {
-                return Ok(());
-            }
-            let dir = dir.to_owned();
-            tokio::task::spawn_blocking(move || install_locked(&dir))
-                .await
-                .context("npm ci task panicked")?
-        })
-        .await
-        .map(|_| ())
-}
-
-fn install_locked(dir: &Path) -> anyhow::Result<()> {
-    let lock_path = dir.join(".npm-ci.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
-    if node_modules_installed(dir)? {
-        return Ok(());
-    }
-    eprintln!(
-        "[chromium] playwright-core missing or outdated: running npm ci in {}",
-        dir.display()
-    );
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .context("running `npm ci` (is npm installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "`npm ci` in {} failed ({}):\n{}\n{}",
-            dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    if !node_modules_installed(dir)? {
-        bail!("`npm ci` succeeded but node_modules/playwright-core is not the pinned version");
-    }
-    Ok(())
+    static MODULES: crate::npm::Modules = crate::npm::Modules {
+        label: "[chromium]",
+        what: "the pinned node_modules/playwright-core",
+        installed: node_modules_installed,
+    };
+    crate::npm::ensure(&NODE_MODULES, dir, &MODULES).await
 }
 
 #[cfg(test)]

@@ -12,10 +12,9 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -193,7 +192,7 @@ pub struct Idp {
     issuer: String,
     options: IdpOptions,
     http: reqwest::Client,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_tail: crate::log_tail::LogTail,
 }
 
 /// The directory of the Node.js fixture (`crates/testkit/idp`).
@@ -282,19 +281,13 @@ impl Idp {
         let stdout = child.stdout.take().context("child stdout not piped")?;
         let stderr = child.stderr.take().context("child stderr not piped")?;
 
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let tail = Arc::clone(&stderr_tail);
+        let stderr_tail = crate::log_tail::LogTail::new(STDERR_TAIL_LINES);
+        let tail = stderr_tail.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[idp] {line}");
-                let mut t = tail
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if t.len() == STDERR_TAIL_LINES {
-                    t.pop_front();
-                }
-                t.push_back(line);
+                tail.push(line);
             }
         });
 
@@ -333,12 +326,7 @@ impl Idp {
                 let _ = child.start_kill();
                 // Let the stderr forwarder catch the last lines.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let tail: Vec<String> = stderr_tail
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .iter()
-                    .cloned()
-                    .collect();
+                let tail: Vec<String> = stderr_tail.lines();
                 bail!(
                     "starting the IdP fixture failed: {why}\n--- IdP stderr (tail) ---\n{}",
                     tail.join("\n")
@@ -419,12 +407,7 @@ impl Idp {
 
     /// The last lines the IdP wrote to stderr.
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.stderr_tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.stderr_tail.lines()
     }
 
     /// The discovery document.

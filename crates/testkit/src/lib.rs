@@ -26,6 +26,7 @@ pub mod cookies;
 pub mod faults;
 pub mod html;
 pub mod idp;
+mod log_tail;
 mod npm;
 pub mod pki;
 pub mod redis;

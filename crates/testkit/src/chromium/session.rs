@@ -1,9 +1,8 @@
 //! One browser behind a running driver: launched, commanded line by line, closed and reaped.
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,7 +24,7 @@ pub struct ChromiumSession {
     stdin: Option<ChildStdin>,
     lines: mpsc::UnboundedReceiver<String>,
     next_id: u64,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_tail: crate::log_tail::LogTail,
     launched: Launched,
     broken: Option<String>,
     _permit: OwnedSemaphorePermit,
@@ -83,21 +82,15 @@ impl ChromiumSession {
         let stdout = child.stdout.take().context("driver stdout not piped")?;
         let stderr = child.stderr.take().context("driver stderr not piped")?;
 
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let tail = Arc::clone(&stderr_tail);
+        let stderr_tail = crate::log_tail::LogTail::new(STDERR_TAIL_LINES);
+        let tail = stderr_tail.clone();
         std::thread::Builder::new()
             .name("chromium-stderr".to_owned())
             .spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     eprintln!("[chromium] {line}");
-                    let mut t = tail
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if t.len() == STDERR_TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
+                    tail.push(line);
                 }
             })
             .context("spawning the driver's stderr reader")?;
@@ -140,12 +133,7 @@ impl ChromiumSession {
 
     /// The last lines the driver (and Playwright) wrote to stderr.
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.stderr_tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.stderr_tail.lines()
     }
 
     /// Sends one request (`{"op": op, …fields}`) and returns its `result`; the driver's error

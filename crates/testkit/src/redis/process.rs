@@ -1,7 +1,6 @@
 //! A `redis-server` child process: started until it is ready (retrying on a port race), its
 //! log tail kept, killed on drop and when the test process dies.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,7 +17,7 @@ const LOG_TAIL_LINES: usize = 200;
 const READY_LINE: &str = "Ready to accept connections";
 const ADDR_IN_USE: &str = "Address already in use";
 
-type LogTail = Arc<Mutex<VecDeque<String>>>;
+use crate::log_tail::LogTail;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -55,7 +54,7 @@ impl ManagedProcess {
             port,
             args,
             child: Mutex::new(None),
-            log: Arc::new(Mutex::new(VecDeque::new())),
+            log: LogTail::new(LOG_TAIL_LINES),
         }
     }
 
@@ -72,7 +71,7 @@ impl ManagedProcess {
     }
 
     pub(super) fn log_tail(&self) -> Vec<String> {
-        lock(&self.log).iter().cloned().collect()
+        self.log.lines()
     }
 
     /// Starts; on a fixed port that is still (or already) taken, tries again
@@ -139,7 +138,7 @@ impl ManagedProcess {
         ];
         for pipe in pipes.into_iter().flatten() {
             let signals = Arc::clone(&signals);
-            let log = Arc::clone(&self.log);
+            let log = self.log.clone();
             let port = self.port;
             let spawned = std::thread::Builder::new()
                 .name(format!("redis-log-{port}"))
@@ -156,11 +155,7 @@ impl ManagedProcess {
                         if forward {
                             eprintln!("[redis:{port}] {line}");
                         }
-                        let mut tail = lock(&log);
-                        if tail.len() == LOG_TAIL_LINES {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
+                        log.push(line);
                     }
                     signals.closed_pipes.fetch_add(1, Ordering::SeqCst);
                 });

@@ -152,10 +152,11 @@ async fn missing_claims_or_scopes_are_forbidden() {
         "{:?}",
         record.scopes
     );
-    // What the provider granted the access token, not what was asked for (`offline_access` is
-    // requested, and granted as a refresh token only).
+    // What the provider granted (the token response's `scope`): `offline_access` too, since the
+    // authorization request carried `prompt=consent` (OIDC Core §11), without which oidc-provider
+    // drops it.
     assert!(
-        !record.scopes.iter().any(|s| s == "offline_access"),
+        record.scopes.iter().any(|s| s == "offline_access"),
         "{:?}",
         record.scopes
     );

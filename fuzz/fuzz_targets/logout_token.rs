@@ -212,10 +212,18 @@ fuzz_target!(|input: Input| {
     let fresh = |t: Option<u64>| matches!(t, Some(v) if v + 300 >= now && v <= now + 60);
     let expected = matches!(token.signer, Signer::Provider)
         && key_found
-        && matches!(typ.as_deref(), None | Some("logout+jwt" | "JWT"))
+        && typ.as_deref().is_none_or(|t| {
+            // A media type (RFC 7515 §4.1.9): case-insensitive, `application/` optional.
+            let t = t.to_ascii_lowercase();
+            let t = t.strip_prefix("application/").unwrap_or(&t);
+            t == "logout+jwt" || t == "jwt"
+        })
         && iss == ISSUER
+        // As for ID tokens: this client, and no audience it does not trust; `azp`, if present,
+        // is this client.
         && auds.iter().any(|a| a == CLIENT)
-        && (auds.len() <= 1 || azp.as_deref() == Some(CLIENT))
+        && auds.iter().all(|a| a == CLIENT)
+        && azp.as_deref().is_none_or(|a| a == CLIENT)
         && fresh(iat)
         && matches!(token.exp, Time::Missing | Time::Now | Time::HourAhead)
         && !token.nonce

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if check_path(path).is_ok() {
+        assert!(!path.contains("//"), "{path:?} has an empty segment");
         let once = lossy_decode(path);
         let twice = lossy_decode(&once);
         for form in [path, once.as_str(), twice.as_str()] {

@@ -184,6 +184,10 @@ async fn forged_and_misdirected_logout_tokens_end_nothing() {
             env.token(json!({"aud": [CLIENT_ID, "other"], "azp": "other"})),
         ),
         (
+            "azp of another client (as for ID tokens)",
+            env.token(json!({"azp": "other"})),
+        ),
+        (
             "extra audience, azp this client (untrusted audience, as for ID tokens)",
             env.token(json!({"aud": [CLIENT_ID, "other"], "azp": CLIENT_ID})),
         ),

@@ -159,6 +159,12 @@ pub fn verify_with_keys(
     {
         return Err(bad("an audience other than this client"));
     }
+    if claims
+        .get("azp")
+        .is_some_and(|azp| azp.as_str() != Some(client_id))
+    {
+        return Err(bad("azp is not this client"));
+    }
     let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
     let (sub, sid) = (text("sub"), text("sid"));
     if sub.is_none() && sid.is_none() {

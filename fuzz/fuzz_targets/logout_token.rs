@@ -5,7 +5,9 @@
 //! an independent model of OpenID Connect Back-Channel Logout 1.0 §2.6 says whether it must be
 //! accepted. Invariant: the validator agrees with the model in both directions, and returns
 //! exactly the token's `sub`/`sid`/`jti`. A raw string never validates under keys whose private
-//! halves nobody here holds.
+//! halves nobody here holds. The unverified pre-check that decides whether an unknown `kid` may
+//! cost a key-set read (`claims_our_issuer_and_client`) never panics, and says yes exactly when
+//! the claims name our issuer and, among the audiences, our client.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -15,7 +17,9 @@ use base64::{
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
 use libfuzzer_sys::fuzz_target;
-use portcullis::oidc::logout_token::{BACKCHANNEL_EVENT, verify_with_keys};
+use portcullis::oidc::logout_token::{
+    BACKCHANNEL_EVENT, claims_our_issuer_and_client, verify_with_keys,
+};
 use serde_json::{Map, Value, json};
 
 const ISSUER: &str = "https://idp.example";
@@ -135,6 +139,7 @@ fuzz_target!(|input: Input| {
                 verify_with_keys(&jwks, ISSUER, CLIENT, &raw).is_err(),
                 "{raw:?} forged"
             );
+            let _ = claims_our_issuer_and_client(&raw, ISSUER, CLIENT);
             return;
         }
         Input::Built(t) => t,
@@ -234,6 +239,11 @@ fuzz_target!(|input: Input| {
             .as_ref()
             .is_some_and(|j| !j.is_empty() && j.len() <= 256);
 
+    assert_eq!(
+        claims_our_issuer_and_client(&raw, ISSUER, CLIENT),
+        iss == ISSUER && auds.iter().any(|a| a == CLIENT),
+        "the key-read pre-check disagrees: {token:?}"
+    );
     match verify_with_keys(&jwks, ISSUER, CLIENT, &raw) {
         Ok(req) => {
             assert!(expected, "accepted a token the model refuses: {token:?}");

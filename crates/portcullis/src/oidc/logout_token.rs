@@ -61,7 +61,7 @@ pub(super) fn verify(
 /// then may its unknown `kid` cost a read of the provider's key set. The endpoint is
 /// unauthenticated, and each read blocks the next ones for a while (see `JWKS_REFETCH_MIN_INTERVAL`),
 /// so a forged token naming a random `kid` must not use up the read a real key rotation needs.
-pub(super) fn claims_our_issuer_and_client(raw: &str, issuer: &str, client_id: &str) -> bool {
+pub fn claims_our_issuer_and_client(raw: &str, issuer: &str, client_id: &str) -> bool {
     use base64::Engine as _;
     let Some(payload) = raw.split('.').nth(1) else {
         return false;

@@ -9,6 +9,7 @@
 //!   kept), not a refusal that logs the user out.
 //! * A discovery document with members the gateway does not read in odd shapes, flags as
 //!   strings, and required-but-unused members missing.
+//! * A key set served as a static file (`application/octet-stream`).
 //! * A signing key the provider withdraws stops verifying at the next periodic key-set read.
 
 mod common;
@@ -264,4 +265,22 @@ async fn a_discovery_document_in_other_shapes_still_loads() {
     let (browser, status) = env.login(json!({}), json!({})).await;
     assert_eq!(status, 302);
     assert_eq!(env.status(&browser, "/bff/session").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_served_as_a_static_file_still_loads() {
+    for content_type in ["application/octet-stream", "text/plain"] {
+        let env = Env::start_with(IdpOptions {
+            jwks_content_type: Some(content_type),
+            ..IdpOptions::default()
+        })
+        .await;
+        let (browser, status) = env.login(json!({}), json!({})).await;
+        assert_eq!(status, 302, "{content_type}");
+        assert_eq!(
+            env.status(&browser, "/bff/session").await,
+            200,
+            "{content_type}"
+        );
+    }
 }

@@ -114,10 +114,36 @@ async fn fetch_metadata(
             issuer.as_str()
         )));
     }
-    let jwks = CoreJsonWebKeySet::fetch_async(meta.jwks_uri(), http)
-        .await
-        .map_err(|e| OidcError::Unavailable(format!("JWKS: {e}")))?;
+    let jwks = fetch_jwks(meta.jwks_uri(), http).await?;
     Ok(meta.set_jwks(jwks))
+}
+
+/// The provider's key set. Its media type is not checked: key sets are often static files,
+/// served as `application/octet-stream` or `text/plain`, and what matters is that the body
+/// parses as a JWK Set (keys of unknown types are skipped by the parser).
+async fn fetch_jwks(
+    uri: &openidconnect::JsonWebKeySetUrl,
+    http: &super::http_client::TracedClient,
+) -> Result<CoreJsonWebKeySet, OidcError> {
+    use openidconnect::AsyncHttpClient as _;
+    let unavailable = |what: String| OidcError::Unavailable(format!("JWKS: {what}"));
+    let request = openidconnect::http::Request::get(uri.as_str())
+        .header(openidconnect::http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let response = http
+        .call(request)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if response.status() != openidconnect::http::StatusCode::OK {
+        return Err(unavailable(format!(
+            "{} answered {}",
+            uri.as_str(),
+            response.status()
+        )));
+    }
+    serde_json::from_slice(response.body())
+        .map_err(|e| unavailable(format!("{} is not a JWK Set ({e})", uri.as_str())))
 }
 
 /// Discovery members Portcullis never reads. They are dropped before parsing: a provider that
@@ -279,9 +305,7 @@ impl Discovered {
         cfg: &OidcConfig,
         http: &super::http_client::TracedClient,
     ) -> Result<Self, OidcError> {
-        let jwks = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, http)
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("JWKS: {e}")))?;
+        let jwks = fetch_jwks(&self.jwks_uri, http).await?;
         let client = self
             .client
             .clone()

@@ -76,12 +76,15 @@ pub struct IdpOptions {
     pub dead_token_endpoint: bool,
     /// Members of the discovery document replaced (`null` removes one), to play other providers.
     pub discovery_patch: Option<Value>,
+    /// The key set's `Content-Type` (default `application/json`), e.g. a static file's.
+    pub jwks_content_type: Option<&'static str>,
 }
 
 struct Shared {
     issuer: String,
     token_endpoint: String,
     discovery_patch: Option<Value>,
+    jwks_content_type: &'static str,
     jwks: Mutex<Vec<Value>>,
     jwks_fetches: AtomicUsize,
     grants: Mutex<HashMap<String, Grant>>,
@@ -147,6 +150,7 @@ impl FakeIdp {
             issuer,
             token_endpoint,
             discovery_patch: opts.discovery_patch,
+            jwks_content_type: opts.jwks_content_type.unwrap_or("application/json"),
             jwks: Mutex::new(jwks),
             jwks_fetches: AtomicUsize::new(0),
             grants: Mutex::default(),
@@ -240,9 +244,10 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(doc)
 }
 
-async fn jwks_doc(State(s): State<Arc<Shared>>) -> Json<Value> {
+async fn jwks_doc(State(s): State<Arc<Shared>>) -> Response {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "keys": *lock(&s.jwks) }))
+    let body = json!({ "keys": *lock(&s.jwks) }).to_string();
+    ([(header::CONTENT_TYPE, s.jwks_content_type)], body).into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str) -> Response {

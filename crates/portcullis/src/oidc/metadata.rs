@@ -86,24 +86,11 @@ async fn fetch_metadata(
     issuer: &IssuerUrl,
     http: &super::http_client::TracedClient,
 ) -> Result<Metadata, OidcError> {
-    use openidconnect::AsyncHttpClient as _;
     let unavailable = |what: String| OidcError::Unavailable(format!("discovery: {what}"));
     let url = issuer
         .join(".well-known/openid-configuration")
         .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
-    let request = openidconnect::http::Request::get(url.as_str())
-        .header(openidconnect::http::header::ACCEPT, "application/json")
-        .body(Vec::new())
-        .map_err(|e| unavailable(e.to_string()))?;
-    let response = http
-        .call(request)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    if response.status() != openidconnect::http::StatusCode::OK {
-        return Err(unavailable(format!("{url} answered {}", response.status())));
-    }
-    let mut doc: serde_json::Value = serde_json::from_slice(response.body())
-        .map_err(|e| unavailable(format!("{url} is not JSON ({e})")))?;
+    let mut doc: serde_json::Value = get_json(url.as_str(), "discovery", http).await?;
     normalise_discovery(&mut doc);
     let meta: Metadata =
         serde_json::from_value(doc).map_err(|e| unavailable(format!("metadata: {e}")))?;
@@ -125,9 +112,19 @@ async fn fetch_jwks(
     uri: &openidconnect::JsonWebKeySetUrl,
     http: &super::http_client::TracedClient,
 ) -> Result<CoreJsonWebKeySet, OidcError> {
+    get_json(uri.as_str(), "JWKS", http).await
+}
+
+/// GETs `url` from the provider and parses a 200 answer's body as `T`, whatever its media type.
+/// Every failure is the provider being unavailable, named `what` in the message.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+    what: &str,
+    http: &super::http_client::TracedClient,
+) -> Result<T, OidcError> {
     use openidconnect::AsyncHttpClient as _;
-    let unavailable = |what: String| OidcError::Unavailable(format!("JWKS: {what}"));
-    let request = openidconnect::http::Request::get(uri.as_str())
+    let unavailable = |detail: String| OidcError::Unavailable(format!("{what}: {detail}"));
+    let request = openidconnect::http::Request::get(url)
         .header(openidconnect::http::header::ACCEPT, "application/json")
         .body(Vec::new())
         .map_err(|e| unavailable(e.to_string()))?;
@@ -136,14 +133,10 @@ async fn fetch_jwks(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     if response.status() != openidconnect::http::StatusCode::OK {
-        return Err(unavailable(format!(
-            "{} answered {}",
-            uri.as_str(),
-            response.status()
-        )));
+        return Err(unavailable(format!("{url} answered {}", response.status())));
     }
     serde_json::from_slice(response.body())
-        .map_err(|e| unavailable(format!("{} is not a JWK Set ({e})", uri.as_str())))
+        .map_err(|e| unavailable(format!("{url} could not be read ({e})")))
 }
 
 /// Discovery members Portcullis never reads. They are dropped before parsing: a provider that

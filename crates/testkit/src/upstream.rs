@@ -324,6 +324,15 @@ fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response {
     h.insert(header::SET_COOKIE, HeaderValue::from_static("upstream=1"));
     h.insert("service-worker-allowed", HeaderValue::from_static("/"));
     h.insert("clear-site-data", HeaderValue::from_static("\"*\""));
+    // A careless CORS set-up that trusts a sibling origin with credentials.
+    h.insert(
+        "access-control-allow-origin",
+        HeaderValue::from_static("https://sibling.example.com"),
+    );
+    h.insert(
+        "access-control-allow-credentials",
+        HeaderValue::from_static("true"),
+    );
     h.insert("x-upstream", HeaderValue::from_static("yes"));
     resp
 }

@@ -193,8 +193,17 @@ static UPSTREAM_NEVER: [HeaderName; 3] = [
 pub fn downstream_response(h: &mut HeaderMap) {
     let named = named_in_connection(h);
     remove_where(h, |n| {
-        is_hop_by_hop(n, &named) || UPSTREAM_NEVER.contains(n)
+        is_hop_by_hop(n, &named) || UPSTREAM_NEVER.contains(n) || is_cors(n)
     });
+}
+
+/// CORS response headers (`Access-Control-*`, Fetch standard §3.2.3). The app is served from the
+/// gateway's own origin, so its API calls never need CORS; an upstream that reflects `Origin`
+/// with `Access-Control-Allow-Credentials: true` would otherwise let a page on a sibling
+/// subdomain (same-site, so `SameSite=Strict` still sends the session cookie) read the user's
+/// API responses through the gateway. The gateway answers for its origin, not the upstream.
+fn is_cors(name: &HeaderName) -> bool {
+    name.as_str().starts_with("access-control-")
 }
 
 #[cfg(test)]
@@ -289,8 +298,25 @@ mod tests {
         h.append("set-cookie", HeaderValue::from_static("tracker=1"));
         h.append("keep-alive", HeaderValue::from_static("timeout=5"));
         h.append("content-type", HeaderValue::from_static("application/json"));
+        h.append(
+            "access-control-allow-origin",
+            HeaderValue::from_static("https://sibling.example.com"),
+        );
+        h.append(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+        h.append("access-control-expose-headers", HeaderValue::from_static("*"));
+        h.append("x-access-control-note", HeaderValue::from_static("kept"));
         downstream_response(&mut h);
         assert!(!h.contains_key("set-cookie") && !h.contains_key("keep-alive"));
-        assert!(h.contains_key("content-type"));
+        for cors in [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+        ] {
+            assert!(!h.contains_key(cors), "{cors} passed through");
+        }
+        assert!(h.contains_key("content-type") && h.contains_key("x-access-control-note"));
     }
 }

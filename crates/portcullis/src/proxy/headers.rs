@@ -306,7 +306,10 @@ mod tests {
             "access-control-allow-credentials",
             HeaderValue::from_static("true"),
         );
-        h.append("access-control-expose-headers", HeaderValue::from_static("*"));
+        h.append(
+            "access-control-expose-headers",
+            HeaderValue::from_static("*"),
+        );
         h.append("x-access-control-note", HeaderValue::from_static("kept"));
         downstream_response(&mut h);
         assert!(!h.contains_key("set-cookie") && !h.contains_key("keep-alive"));

@@ -5,6 +5,7 @@
 //!   not fail a login.
 //! * Token responses with `expires_in` as a string or a float and `scope` as an array.
 //! * A token type other than Bearer (`DPoP`): not usable, so no session.
+//! * A token response longer than the 1 MiB the gateway reads: an unreadable answer.
 //! * A refresh answered 429 or 5xx with some OAuth-looking body is an outage (503, the session
 //!   kept), not a refusal that logs the user out.
 //! * A discovery document with members the gateway does not read in odd shapes, flags as
@@ -166,6 +167,23 @@ async fn an_access_token_that_is_not_bearer_makes_no_session() {
     assert!(browser.cookie(SESSION_COOKIE).is_none());
     let (_, status) = env.login(json!({}), json!({"token_type": "Bearer"})).await;
     assert_eq!(status, 302, "control");
+}
+
+/// The gateway reads at most 1 MiB of a provider's answer (`oidc::http_client`): a longer token
+/// response is an unreadable answer (503, no session), not memory grown until the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_token_response_makes_no_session() {
+    let env = Env::start().await;
+    let (browser, status) = env
+        .login(json!({}), json!({"padding": "x".repeat(2 << 20)}))
+        .await;
+    assert_eq!(status, 503);
+    assert!(browser.cookie(SESSION_COOKIE).is_none());
+    let (browser, status) = env
+        .login(json!({}), json!({"padding": "x".repeat(256 << 10)}))
+        .await;
+    assert_eq!(status, 302, "control: a large answer under the bound");
+    assert_eq!(env.status(&browser, "/bff/session").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

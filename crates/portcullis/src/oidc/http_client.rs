@@ -39,6 +39,47 @@ impl TracedClient {
     }
 }
 
+/// The most of a provider's answer that is read (token, refresh, discovery, key set): 1 MiB, a
+/// hundred times the largest key sets in use. Without a bound, a provider that streams an endless
+/// body (a fault, or a man in the middle of a misconfigured `http` issuer) would grow the
+/// gateway's memory until the `http_timeout`, once per login and refresh in flight.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+impl TracedClient {
+    /// Sends `request` and reads at most [`MAX_RESPONSE_BYTES`] of the answer; a longer one is an
+    /// error (the provider is then unavailable, as for any unreadable answer).
+    async fn bounded_call(
+        &self,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, HttpClientError<reqwest::Error>> {
+        let too_long = || {
+            HttpClientError::Other(format!(
+                "the provider's answer is longer than {MAX_RESPONSE_BYTES} bytes"
+            ))
+        };
+        let request = reqwest::Request::try_from(request).map_err(Box::new)?;
+        let mut response = self.0.execute(request).await.map_err(Box::new)?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let mut answer = HttpResponse::new(body);
+        *answer.status_mut() = response.status();
+        *answer.version_mut() = response.version();
+        *answer.headers_mut() = std::mem::take(response.headers_mut());
+        Ok(answer)
+    }
+}
+
 impl<'c> AsyncHttpClient<'c> for TracedClient {
     type Error = HttpClientError<reqwest::Error>;
     type Future =
@@ -49,7 +90,7 @@ impl<'c> AsyncHttpClient<'c> for TracedClient {
             request.headers_mut().insert(TRACEPARENT, v);
         }
         Box::pin(async move {
-            let response = self.0.call(request).await?;
+            let response = self.bounded_call(request).await?;
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 let code = oauth_error_code(response.body())

@@ -71,7 +71,7 @@ fn copy_dir(from: &Path, to: &Path) {
 struct Gateway {
     base: String,
     browser: Browser,
-    _site: Site,
+    site: Site,
     _stop: oneshot::Sender<()>,
 }
 
@@ -147,7 +147,7 @@ root = "{root}"
         Gateway {
             base: format!("http://localhost:{port}"),
             browser: Browser::new(),
-            _site: site,
+            site,
             _stop: tx,
         }
     }
@@ -443,6 +443,48 @@ async fn spa_fallback_only_for_navigations() {
     // A route prefix is the proxy's, shell or not: no session → 401, never HTML.
     let r = gw.get("/api/orders/1", &[HTML]).await;
     assert_problem(&r, 401);
+}
+
+/// Routing sees the raw path, the file server the decoded one: a reserved prefix spelt with
+/// percent-encoded letters (`/%61pi`, `/b%66f`) is still reserved, for files and for the shell.
+#[tokio::test]
+async fn reserved_prefixes_hold_when_percent_encoded() {
+    let gw = Gateway::start().await;
+    for (dir, file) in [
+        ("api", "orders.json"),
+        ("bff", "x.txt"),
+        ("api/orders", "1"),
+    ] {
+        let at = gw.site.root.join(dir);
+        std::fs::create_dir_all(&at).expect("mkdir");
+        std::fs::write(at.join(file), "a file under a reserved prefix").expect("write");
+    }
+    for path in [
+        "/api/orders.json",
+        "/%61pi/orders.json",
+        "/%41pi/../api/orders.json",
+        "/bff/x.txt",
+        "/%62ff/x.txt",
+        "/b%66f/x.txt",
+        "/bf%66/x.txt",
+        "/%61pi/orders/1",
+        "/api/%6frders/1",
+    ] {
+        let r = gw.get(path, &[]).await;
+        assert_ne!(r.status.as_u16(), 200, "{path}");
+        assert!(
+            !r.text().contains("reserved prefix"),
+            "{path}: the file leaked"
+        );
+    }
+    for path in ["/%62ff/session", "/b%66f/nope", "/%61pi/unknown", "/%61pi"] {
+        let r = gw.get(path, &[HTML]).await;
+        assert_problem(&r, 404);
+        assert!(!r.text().contains("<html"), "{path}: never the shell");
+    }
+    // Control: the same spelling trick outside a reserved prefix still finds the app's files.
+    let r = gw.get("/%64ata.json", &[]).await;
+    assert_eq!(r.status.as_u16(), 200);
 }
 
 #[tokio::test]

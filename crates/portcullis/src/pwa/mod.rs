@@ -31,7 +31,7 @@ use axum::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
 
 use crate::{
-    config::{Config, StaticConfig, path_within},
+    config::{Config, StaticConfig},
     http::{
         around::{Around, Before},
         problem::ApiError,
@@ -54,15 +54,26 @@ struct CspDecided;
 pub struct Pwa {
     files: Option<StaticConfig>,
     csp: Csp,
-    /// The BFF prefix, every route prefix and `/api`: never static files, never the fallback.
-    reserved: Vec<String>,
+    /// The BFF prefix, every route prefix and `/api`, as segments: never static files, never the
+    /// fallback. Compared with the *decoded* path, so `/%61pi/x` or `/b%66f/session` (which no
+    /// route claims, as routing sees the raw path) cannot reach a file or the app shell there.
+    reserved: Vec<Vec<String>>,
     etags: ETags,
 }
 
 impl Pwa {
     pub fn new(config: &Config) -> Pwa {
-        let mut reserved = vec![config.bff_prefix.clone(), "/api".to_owned()];
-        reserved.extend(config.routes.iter().map(|r| r.prefix.clone()));
+        let reserved = [config.bff_prefix.as_str(), "/api"]
+            .into_iter()
+            .chain(config.routes.iter().map(|r| r.prefix.as_str()))
+            .map(|prefix| {
+                prefix
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
         Pwa {
             files: config.static_files.clone(),
             csp: Csp::new(
@@ -99,13 +110,13 @@ impl Pwa {
             return Err(ApiError::MethodNotAllowed);
         }
         let url_path = req.uri.path();
-        if self.reserved.iter().any(|p| path_within(url_path, p)) {
-            return Err(ApiError::NotFound);
-        }
         let Some(safe) = SafePath::parse(url_path) else {
             tracing::debug!("static path refused");
             return Err(ApiError::NotFound);
         };
+        if self.reserved.iter().any(|p| safe.segments.starts_with(p)) {
+            return Err(ApiError::NotFound);
+        }
         match self.lookup(cfg, &safe.join_to(&cfg.root)).await {
             Some(Found::File(file, meta)) if !safe.trailing_slash => {
                 return self.file(cfg, req, url_path, &file, &meta).await;

@@ -245,7 +245,7 @@ impl Metrics {
             .inc();
     }
 
-    /// `outcome`: `success`, `refused` or `unavailable`.
+    /// `outcome`: `success`, `refused`, `unavailable` or `ended` (the session ended meanwhile).
     pub fn refresh(&self, outcome: &'static str) {
         self.refreshes
             .get_or_create(&OutcomeLabel { outcome })
@@ -363,6 +363,14 @@ impl SessionStore for MeteredStore {
     }
     async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.count("set", self.inner.set(key, value, ttl).await)
+    }
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.count("replace", self.inner.replace(key, value, ttl).await)
     }
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
         self.count("touch", self.inner.touch(key, ttl).await)

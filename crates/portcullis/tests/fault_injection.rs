@@ -354,6 +354,88 @@ async fn provider_hang_during_refresh_and_logout_keeps_the_session_until_logout(
     );
 }
 
+/// A refresh loads the session, then waits for the provider. A revocation that lands in that
+/// wait must win: the refreshed tokens are dropped and the session stays ended (a plain write of
+/// the refreshed record brought it back, and outside the subject index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_during_its_refresh_stays_revoked() {
+    let stack = Stack::start_with(Options {
+        access_token_ttl: 20,
+        refresh_skew: "15s",
+        extra_oidc: "http_timeout = \"20s\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let ticket = stack.login(&b).await;
+    let session = stack.session_record(&ticket).await.expect("live");
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let grants_before = stack.idp.stats().await.expect("stats").refresh_grants();
+
+    let hung = Hung::provider(&stack.idp);
+    let in_flight = {
+        let (b, url) = (b.clone(), stack.url("/api/orders/1"));
+        tokio::spawn(async move { b.get(&url).await })
+    };
+    // The refresh holds the session's lock while it waits for the provider.
+    let store = stack.state().sessions.store().clone();
+    let refreshing = common::eventually(|| {
+        let (store, key) = (store.clone(), session.key.clone());
+        async move {
+            match store
+                .try_lock(&key, Duration::from_secs(1))
+                .await
+                .expect("store")
+            {
+                None => true,
+                Some(ours) => {
+                    store.unlock(&key, &ours).await.expect("unlock");
+                    false
+                }
+            }
+        }
+    })
+    .await;
+    assert!(refreshing, "the request is waiting in its refresh");
+
+    let ended = stack
+        .state()
+        .sessions
+        .end_subject(&session.record.iss, &session.record.sub)
+        .await
+        .expect("revoke");
+    assert_eq!(ended, 1);
+    assert!(stack.session_record(&ticket).await.is_none(), "revoked");
+    drop(hung);
+
+    let r = within("the request caught in the refresh", in_flight)
+        .await
+        .expect("join")
+        .expect("response");
+    problem(&r, 401, "the session ended during its refresh");
+    let stats = stack.idp.stats().await.expect("stats");
+    assert!(
+        stats.refresh_grants() > grants_before,
+        "the provider answered the refresh: {stats:?}"
+    );
+    assert!(
+        stack.session_record(&ticket).await.is_none(),
+        "the refreshed record was not written back"
+    );
+    problem(
+        &get(&b, &stack.url("/bff/session")).await,
+        401,
+        "still revoked",
+    );
+    let index = stack
+        .state()
+        .sessions
+        .sessions_of_subject(&session.record.iss, &session.record.sub)
+        .await
+        .expect("index");
+    assert!(index.is_empty(), "{index:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_outage_during_login_then_restart_with_new_signing_keys() {
     let mut stack = Stack::start_with(Options {

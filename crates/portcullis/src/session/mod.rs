@@ -281,7 +281,24 @@ impl SessionManager {
         self.load(session.ticket.clone()).await
     }
 
+    /// Stores a session record, new or not. For a record that exists already, use
+    /// [`SessionManager::update`].
     pub async fn save(&self, session: &Session) -> Result<(), SessionError> {
+        let (sealed, ttl) = self.sealed(session)?;
+        self.store.set(&session.key, sealed, ttl).await?;
+        Ok(())
+    }
+
+    /// Rewrites an existing session (refreshed tokens) only if it still exists: `false` when a
+    /// logout, revocation or back-channel logout deleted it meanwhile, which must win. A plain
+    /// `set` here brought an ended session back (and out of the subject index, so a second
+    /// revocation could not find it).
+    pub async fn update(&self, session: &Session) -> Result<bool, SessionError> {
+        let (sealed, ttl) = self.sealed(session)?;
+        Ok(self.store.replace(&session.key, sealed, ttl).await?)
+    }
+
+    fn sealed(&self, session: &Session) -> Result<(Bytes, Duration), SessionError> {
         let sealed = seal::seal_json(
             &self.keys,
             Purpose::Session,
@@ -289,11 +306,10 @@ impl SessionManager {
             session.key.0.as_bytes(),
             &*session.record,
         )?;
-        let ttl = self.ttl_for(&session.record, now_unix());
-        self.store
-            .set(&session.key, Bytes::from(sealed), ttl)
-            .await?;
-        Ok(())
+        Ok((
+            Bytes::from(sealed),
+            self.ttl_for(&session.record, now_unix()),
+        ))
     }
 
     pub async fn destroy(&self, key: &StoreKey) -> Result<(), SessionError> {

@@ -143,6 +143,7 @@ impl Refresher {
         };
         match oidc.refresh(&rt, &current.record.sub).await {
             Ok(tokens) => {
+                let rotated = tokens.refresh_token.clone();
                 let record = Arc::make_mut(&mut current.record);
                 record.access_token = tokens.access_token;
                 record.access_expires_at = tokens.access_expires_at;
@@ -152,11 +153,23 @@ impl Refresher {
                 if let Some(id) = tokens.id_token {
                     record.id_token = Some(id.raw);
                 }
-                sessions.save(&current).await.map_err(|e| {
+                let still_there = sessions.update(&current).await.map_err(|e| {
                     tracing::error!(error = %e, "refreshed tokens could not be stored");
                     self.metrics.refresh("unavailable");
                     ApiError::Unavailable
                 })?;
+                if !still_there {
+                    // Ended (logout, revocation, back-channel logout) while the provider was
+                    // answering: the end wins, and the fresh tokens are dropped.
+                    tracing::info!(sub = %current.record.sub, "session ended during its refresh: the new tokens are discarded");
+                    self.metrics.refresh("ended");
+                    if let Some(rt) = rotated
+                        && let Err(e) = oidc.revoke_refresh_token(&rt).await
+                    {
+                        tracing::debug!(error = %e, "could not revoke the discarded refresh token");
+                    }
+                    return Err(ApiError::Unauthenticated);
+                }
                 self.metrics.refresh("success");
                 tracing::debug!(sub = %current.record.sub, "access token refreshed");
                 Ok(current.record.access_token.clone())

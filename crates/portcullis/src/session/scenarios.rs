@@ -57,6 +57,7 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     concurrent_writes(&m).await;
     retired_key(&store, &m).await;
     index_lookups(&m).await;
+    an_ended_session_stays_ended(&m).await;
     open_cache_follows_the_store(&store, &keys).await;
 }
 
@@ -226,6 +227,57 @@ async fn index_lookups(m: &SessionManager) {
         m.end_subject("https://other-idp", &bob).await.expect("end"),
         0,
         "issuer is part of the key"
+    );
+}
+
+/// A refresh rewrites the record it loaded before asking the provider; a logout or revocation
+/// that lands meanwhile must win, and the session must not come back (nor leave the index while
+/// alive, which made a second revocation miss it).
+async fn an_ended_session_stays_ended(m: &SessionManager) {
+    let alice = unique("ended");
+    let live = m.create(record(&alice, 3600)).await.expect("create");
+    let mut refreshed = m
+        .load(live.ticket.clone())
+        .await
+        .expect("load")
+        .expect("live");
+    Arc::make_mut(&mut refreshed.record).access_token = "at-refreshed".into();
+    assert!(
+        m.update(&refreshed).await.expect("update"),
+        "a live session is updated"
+    );
+    let after = m
+        .load(live.ticket.clone())
+        .await
+        .expect("load")
+        .expect("live");
+    assert_eq!(after.record.access_token, "at-refreshed");
+
+    for end in ["destroy", "end_subject"] {
+        let s = m.create(record(&alice, 3600)).await.expect("create");
+        let mut refreshed = m.load(s.ticket.clone()).await.expect("load").expect("live");
+        Arc::make_mut(&mut refreshed.record).access_token = "at-late".into();
+        match end {
+            "destroy" => m.destroy(&s.key).await.expect("destroy"),
+            _ => {
+                m.end_subject("https://idp", &alice).await.expect("end");
+            }
+        }
+        assert!(
+            !m.update(&refreshed).await.expect("update"),
+            "{end}: not revived"
+        );
+        assert!(
+            m.load(s.ticket.clone()).await.expect("load").is_none(),
+            "{end}: still ended"
+        );
+    }
+    assert!(
+        m.sessions_of_subject("https://idp", &alice)
+            .await
+            .expect("index")
+            .is_empty(),
+        "no live session of the subject is left outside the index"
     );
 }
 

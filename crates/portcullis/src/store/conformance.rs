@@ -14,6 +14,7 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     set_get_delete(&*store).await;
     ttl_expires(&*store).await;
     touch_extends_only_live_entries(&*store).await;
+    replace_writes_only_live_entries(Arc::clone(&store)).await;
     take_is_single_use_under_concurrency(Arc::clone(&store)).await;
     lock_is_exclusive_and_lease_bound(&*store).await;
     index_add_list_remove(&*store).await;
@@ -76,6 +77,81 @@ async fn touch_extends_only_live_entries(s: &dyn SessionStore) {
         b"v",
         "value unchanged"
     );
+}
+
+async fn replace_writes_only_live_entries(s: Arc<dyn SessionStore>) {
+    let k = key("replace");
+    let minute = Duration::from_secs(60);
+    assert!(
+        !s.replace(&k, Bytes::from_static(b"v0"), minute)
+            .await
+            .expect("replace missing"),
+        "nothing to replace"
+    );
+    assert!(
+        s.get(&k).await.expect("get").is_none(),
+        "and nothing created"
+    );
+    s.set(&k, Bytes::from_static(b"v1"), Duration::from_secs(5))
+        .await
+        .expect("set");
+    assert!(
+        s.replace(&k, Bytes::from_static(b"v2"), Duration::from_secs(120))
+            .await
+            .expect("replace")
+    );
+    let e = s.get(&k).await.expect("get").expect("present");
+    assert_eq!(&e.value[..], b"v2");
+    assert!(
+        e.ttl > Duration::from_secs(100),
+        "the new TTL ({:?})",
+        e.ttl
+    );
+    s.delete(&k).await.expect("delete");
+    assert!(
+        !s.replace(&k, Bytes::from_static(b"v3"), minute)
+            .await
+            .expect("replace deleted"),
+        "a deleted entry stays deleted"
+    );
+    assert!(s.get(&k).await.expect("get").is_none());
+
+    let expired = key("replace-expired");
+    s.set(
+        &expired,
+        Bytes::from_static(b"v"),
+        Duration::from_millis(50),
+    )
+    .await
+    .expect("set");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !s.replace(&expired, Bytes::from_static(b"w"), minute)
+            .await
+            .expect("replace expired"),
+        "an expired entry is not revived"
+    );
+    assert!(s.get(&expired).await.expect("get").is_none());
+
+    // Racing a delete: whichever lands first, the entry ends up deleted, never deleted and then
+    // written back.
+    for round in 0..20 {
+        let k = key(&format!("replace-race-{round}"));
+        s.set(&k, Bytes::from_static(b"v"), minute)
+            .await
+            .expect("set");
+        let writer = {
+            let s = Arc::clone(&s);
+            let k = k.clone();
+            tokio::spawn(async move { s.replace(&k, Bytes::from_static(b"new"), minute).await })
+        };
+        s.delete(&k).await.expect("delete");
+        writer.await.expect("join").expect("replace");
+        assert!(
+            s.get(&k).await.expect("get").is_none(),
+            "round {round}: both done, so deleted (replaced first) or not replaced at all"
+        );
+    }
 }
 
 async fn take_is_single_use_under_concurrency(s: Arc<dyn SessionStore>) {

@@ -134,6 +134,23 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(match self.inner.values.get_mut(key.0.as_str()) {
+            Some(mut s) if s.expires_at > now => {
+                s.value = value;
+                s.expires_at = now + ttl;
+                true
+            }
+            _ => false,
+        })
+    }
+
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
         Ok(match self.inner.values.get_mut(key.0.as_str()) {

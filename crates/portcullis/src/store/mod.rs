@@ -62,6 +62,15 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError>;
     async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError>;
+    /// Sets the value only if the key still holds a live one, atomically; `false` if it is gone.
+    /// For rewriting an existing record (a refresh) without bringing back one that a logout or
+    /// revocation deleted meanwhile.
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     /// Sets a new TTL without rewriting the value. `false` if the key is gone.
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError>;
     /// Atomically reads and deletes (single-use records such as login state).

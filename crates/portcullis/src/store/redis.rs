@@ -261,6 +261,24 @@ impl SessionStore for RedisStore {
         self.query::<()>(&cmd).await
     }
 
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        // `XX`: only if the key exists (an expired key does not), in one atomic command.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis(ttl))
+            .arg("XX");
+        self.query::<Option<String>>(&cmd)
+            .await
+            .map(|r| r.is_some())
+    }
+
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("PEXPIRE");
         cmd.arg(self.key(key)).arg(millis(ttl));

@@ -267,6 +267,31 @@ impl SessionStore for FileStore {
         .await
     }
 
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = key.0.clone();
+        self.run(move |db| {
+            let txn = db.begin_write()?;
+            let now = now_ms();
+            let live = txn
+                .open_table(VALUES)?
+                .get(key.as_str())?
+                .is_some_and(|v| v.value().0 > now);
+            if live {
+                put_value(&txn, &key, &value, now.saturating_add(ttl_ms(ttl)))?;
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            Ok(live)
+        })
+        .await
+    }
+
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
         let key = key.0.clone();
         self.run(move |db| {

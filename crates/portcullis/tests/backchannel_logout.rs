@@ -7,7 +7,15 @@
 mod common;
 mod fake_idp;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
 
 use fake_idp::{
     gateway::{Gateway, SESSION_COOKIE},
@@ -15,6 +23,9 @@ use fake_idp::{
     provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, TokenReply},
 };
 use http::Method;
+use portcullis::store::{
+    Entry, IndexKey, LockToken, MemoryStore, SessionStore, StoreError, StoreKey,
+};
 use serde_json::{Value, json};
 use testkit::browser::Browser;
 
@@ -37,6 +48,12 @@ impl Env {
     async fn start() -> Env {
         let idp = FakeIdp::start(vec![keys().provider.jwk(Some(KID))], IdpOptions::default()).await;
         let gw = Gateway::start(&idp, CLIENT_SECRET).await;
+        Env { idp, gw }
+    }
+
+    async fn start_with_store(store: Arc<dyn SessionStore>) -> Env {
+        let idp = FakeIdp::start(vec![keys().provider.jwk(Some(KID))], IdpOptions::default()).await;
+        let gw = Gateway::start_with_store(&idp, CLIENT_SECRET, store).await;
         Env { idp, gw }
     }
 
@@ -302,6 +319,96 @@ async fn a_valid_token_ends_exactly_the_named_sessions_once() {
     );
     assert_eq!(env.send(&no_kid).await.status.as_u16(), 200);
     assert!(!env.alive(&bob).await);
+}
+
+/// The memory store, whose session index can be made to fail: the store failing half-way
+/// through a logout (a Cluster node holding the index down, say).
+#[derive(Debug, Default)]
+struct IndexOutage {
+    inner: MemoryStore,
+    down: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for IndexOutage {
+    async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        self.inner.set(key, value, ttl).await
+    }
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace(key, value, ttl).await
+    }
+    async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.touch(key, ttl).await
+    }
+    async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
+        self.inner.take(key).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn try_lock(
+        &self,
+        key: &StoreKey,
+        lease: Duration,
+    ) -> Result<Option<LockToken>, StoreError> {
+        self.inner.try_lock(key, lease).await
+    }
+    async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
+        self.inner.unlock(key, token).await
+    }
+    async fn index_add(
+        &self,
+        index: &IndexKey,
+        member: &StoreKey,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.index_add(index, member, ttl).await
+    }
+    async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("index node down (test)".into()));
+        }
+        self.inner.index_members(index).await
+    }
+    async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError> {
+        self.inner.index_remove(index, member).await
+    }
+    async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError> {
+        self.inner.delete_all(prefix).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// A logout the store could not carry out is a 503, and the provider's retry of the very same
+/// token must then work: the jti is remembered only once the sessions are ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_that_failed_in_the_store_succeeds_when_retried() {
+    let store = Arc::new(IndexOutage::default());
+    let env = Env::start_with_store(Arc::clone(&store) as Arc<dyn SessionStore>).await;
+    let (alice, _) = env.login("alice", "sid-alice").await;
+    let token = env.token(json!({"sid": "sid-alice", "sub": "alice"}));
+
+    store.down.store(true, Ordering::SeqCst);
+    let r = env.send(&token).await;
+    assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+    store.down.store(false, Ordering::SeqCst);
+    assert!(env.alive(&alice).await, "nothing ended yet");
+
+    let retry = env.send(&token).await;
+    assert_eq!(retry.status.as_u16(), 200, "the retry: {}", retry.text());
+    assert!(!env.alive(&alice).await, "ended by the retry");
+    let replay = env.send(&token).await;
+    assert_eq!(replay.status.as_u16(), 400, "now the jti is remembered");
 }
 
 /// The endpoint is unauthenticated, and a key-set read after an unknown `kid` blocks the next

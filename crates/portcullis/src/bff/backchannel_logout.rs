@@ -84,13 +84,14 @@ pub async fn backchannel_logout(
             );
         }
     };
-    // Replay protection across instances: the first to remember this jti wins.
+    // Replay protection across instances. The jti is remembered only once its sessions are
+    // ended: a token whose logout failed (503) must still work when the provider retries it.
+    // Two deliveries racing past the check both end the same sessions, which is harmless.
     let jti_key = StoreKey(format!("j:{}", jti_digest(&request.iss, &request.jti)));
-    let remember =
-        std::time::Duration::from_secs(request.remember_until.saturating_sub(now_unix()).max(60));
-    match state.sessions.store().try_lock(&jti_key, remember).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    let store = state.sessions.store();
+    match store.get(&jti_key).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
             tracing::warn!("back-channel logout token replayed (jti seen before)");
             return error(
                 StatusCode::BAD_REQUEST,
@@ -112,6 +113,18 @@ pub async fn backchannel_logout(
         (None, Some(sub)) => state.sessions.end_subject(&request.iss, sub).await,
         (None, None) => Ok(0),
     };
+    if ended.is_ok() {
+        let remember = std::time::Duration::from_secs(
+            request.remember_until.saturating_sub(now_unix()).max(60),
+        );
+        if let Err(e) = store
+            .set(&jti_key, Bytes::from_static(b"1"), remember)
+            .await
+        {
+            // The sessions are ended; only a replay of this token would go unnoticed.
+            tracing::warn!(error = %e, "back-channel logout: could not remember the jti");
+        }
+    }
     match ended {
         Ok(n) => {
             tracing::info!(

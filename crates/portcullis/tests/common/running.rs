@@ -99,7 +99,23 @@ impl BoundPort {
     /// Loads `toml`, the provider's metadata (so the first request can log in) and starts serving.
     pub async fn serve(self, toml: &str) -> RunningGateway {
         let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("test config: {e}"));
-        let state = AppState::new(config).expect("state");
+        self.serve_state(AppState::new(config).expect("state"))
+            .await
+    }
+
+    /// [`serve`](Self::serve) with the given session store instead of the configured one (a
+    /// test double that fails on demand).
+    pub async fn serve_with_store(
+        self,
+        toml: &str,
+        store: std::sync::Arc<dyn portcullis::store::SessionStore>,
+    ) -> RunningGateway {
+        let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("test config: {e}"));
+        self.serve_state(AppState::with_store(config, store).expect("state"))
+            .await
+    }
+
+    async fn serve_state(self, state: AppState) -> RunningGateway {
         state.oidc.discover().await.expect("provider discovery");
         let (tx, rx) = oneshot::channel();
         let server_state = state.clone();

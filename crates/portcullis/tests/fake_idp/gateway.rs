@@ -76,6 +76,24 @@ impl Gateway {
     /// Like [`start`](Self::start), with `extra` appended to the configuration: more `[oidc]`
     /// keys first (the file ends inside `[oidc]`), then any further tables (routes, ...).
     pub async fn start_with(idp: &FakeIdp, client_secret: &str, extra: &str) -> Gateway {
+        Self::start_full(idp, client_secret, extra, None).await
+    }
+
+    /// [`start`](Self::start) with `store` as the session store.
+    pub async fn start_with_store(
+        idp: &FakeIdp,
+        client_secret: &str,
+        store: std::sync::Arc<dyn portcullis::store::SessionStore>,
+    ) -> Gateway {
+        Self::start_full(idp, client_secret, "", Some(store)).await
+    }
+
+    async fn start_full(
+        idp: &FakeIdp,
+        client_secret: &str,
+        extra: &str,
+        store: Option<std::sync::Arc<dyn portcullis::store::SessionStore>>,
+    ) -> Gateway {
         running::init_logs("portcullis=debug");
         let bound = BoundPort::bind().await;
         let (port, base) = (bound.port, bound.base.clone());
@@ -101,7 +119,10 @@ http_timeout = "3s"
 "#,
             issuer = idp.issuer(),
         );
-        let running = bound.serve(&toml).await;
+        let running = match store {
+            Some(store) => bound.serve_with_store(&toml, store).await,
+            None => bound.serve(&toml).await,
+        };
         Gateway {
             base,
             state: running.state.clone(),

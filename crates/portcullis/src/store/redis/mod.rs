@@ -59,6 +59,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// `ASK` (a key of a migrating slot already moved), or `EXECABORT` after one inside `MULTI`.
+fn is_migrating(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::Ask | ServerErrorKind::ExecAbort)
+    )
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -197,19 +206,29 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// Runs a pipeline (all its keys in one slot) with the deadline.
-    async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+    /// Runs a pipeline (all its keys in one slot) with the deadline. `Ok(None)` when a Cluster
+    /// node answered `ASK` or aborted the transaction over one (the slot is being migrated): the
+    /// cluster client follows `ASK` for single commands, not inside a pipeline, so the caller
+    /// then sends the commands one at a time.
+    async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<Option<T>, StoreError> {
         let conn = self.conn().await?;
         let fut = async move {
             match conn {
-                Conn::Single(mut c) => pipe.query_async(&mut c).await,
-                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
+                Conn::Single(mut c) => pipe.query_async(&mut c).await.map_err(|e| (e, false)),
+                Conn::Cluster(mut c) => pipe.query_async(&mut c).await.map_err(|e| (e, true)),
             }
         };
-        tokio::time::timeout(self.cfg.timeout, fut)
+        match tokio::time::timeout(self.cfg.timeout, fut)
             .await
             .map_err(|_| unavailable("pipeline timed out"))?
-            .map_err(unavailable)
+        {
+            Ok(v) => Ok(Some(v)),
+            Err((e, true)) if is_migrating(&e) => {
+                tracing::debug!(error = %e, "slot being migrated: sending the commands singly");
+                Ok(None)
+            }
+            Err((e, _)) => Err(unavailable(e)),
+        }
     }
 
     /// Runs a Lua script on one key (so one Cluster slot) with the deadline. For other modules
@@ -244,7 +263,13 @@ impl SessionStore for RedisStore {
         let k = self.key(key);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
-        let (value, ttl): (Option<Vec<u8>>, i64) = self.pipeline(&pipe).await?;
+        let (value, ttl): (Option<Vec<u8>>, i64) = match self.pipeline(&pipe).await? {
+            Some(both) => both,
+            None => (
+                self.query(redis::cmd("GET").arg(&k)).await?,
+                self.query(redis::cmd("PTTL").arg(&k)).await?,
+            ),
+        };
         Ok(value.map(|v| Entry {
             value: Bytes::from(v),
             // -1 (no expiry) cannot happen for keys we wrote; treat it as "touch now".
@@ -361,7 +386,16 @@ impl SessionStore for RedisStore {
             .arg(ms)
             .arg("NX")
             .ignore();
-        self.pipeline::<()>(&pipe).await
+        if self.pipeline::<()>(&pipe).await?.is_none() {
+            // Not atomic, but each step is safe alone: the set's expiry only ever grows.
+            self.query::<i64>(redis::cmd("SADD").arg(&k).arg(&member.0))
+                .await?;
+            self.query::<i64>(redis::cmd("PEXPIRE").arg(&k).arg(ms).arg("GT"))
+                .await?;
+            self.query::<i64>(redis::cmd("PEXPIRE").arg(&k).arg(ms).arg("NX"))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError> {
@@ -521,141 +555,4 @@ fn primaries(nodes: &str) -> Vec<(String, u16)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use testkit::redis::{RedisCluster, RedisOptions, RedisServer};
-
-    use super::*;
-    use crate::config::Secret;
-
-    fn config(topology: RedisTopology) -> RedisConfig {
-        RedisConfig {
-            topology,
-            username: None,
-            password: None,
-            timeout: Duration::from_secs(2),
-            key_prefix: format!("t{}:", crate::crypto::random::token::<4>().expect("rng")),
-            ca_pem: None,
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_standalone() {
-        let server = RedisServer::start(RedisOptions::default())
-            .await
-            .expect("redis");
-        let store =
-            RedisStore::new(config(RedisTopology::Standalone(server.url()))).expect("store");
-        super::super::conformance::run_all(Arc::new(store)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_with_acl_user_over_tls() {
-        let server = RedisServer::start(
-            RedisOptions::default()
-                .with_acl_user("portcullis", "s3cret-pw")
-                .with_tls(),
-        )
-        .await
-        .expect("redis");
-        assert!(server.url().starts_with("rediss://"));
-        let mut cfg = config(RedisTopology::Standalone(server.url()));
-        cfg.username = Some("portcullis".into());
-        cfg.password = Some(Secret::new("s3cret-pw".into()));
-        cfg.ca_pem = Some(server.ca_pem().expect("ca").as_bytes().to_vec());
-        let good = cfg.clone();
-        super::super::conformance::run_all(Arc::new(RedisStore::new(good).expect("store"))).await;
-
-        // Wrong password, or a server certificate from an untrusted CA: refused, never "anonymous".
-        let mut wrong_pw = cfg.clone();
-        wrong_pw.password = Some(Secret::new("nope".into()));
-        let s = RedisStore::new(wrong_pw).expect("store");
-        assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
-        let mut untrusted = cfg;
-        untrusted.ca_pem = None;
-        let s = RedisStore::new(untrusted).expect("store");
-        assert!(matches!(
-            s.get(&StoreKey("s:x".into())).await,
-            Err(StoreError::Unavailable(_))
-        ));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_cluster() {
-        let cluster = RedisCluster::start(3).await.expect("cluster");
-        let store = RedisStore::new(config(RedisTopology::Cluster(cluster.urls()))).expect("store");
-        store.ping().await.expect("cluster ok");
-        super::super::conformance::run_all(Arc::new(store)).await;
-        let store = RedisStore::new(config(RedisTopology::Cluster(cluster.urls()))).expect("store");
-        crate::session::scenarios::run_all(Arc::new(store)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn outage_is_an_error_and_recovery_needs_no_new_store() {
-        let mut server = RedisServer::start(RedisOptions::default())
-            .await
-            .expect("redis");
-        let store =
-            RedisStore::new(config(RedisTopology::Standalone(server.url()))).expect("store");
-        let k = StoreKey("s:outage".into());
-        store
-            .set(&k, Bytes::from_static(b"v"), Duration::from_secs(60))
-            .await
-            .expect("set");
-        server.stop().await.expect("stop");
-        assert!(matches!(
-            store.get(&k).await,
-            Err(StoreError::Unavailable(_))
-        ));
-        assert!(store.ping().await.is_err());
-        server.restart().await.expect("restart");
-        let mut back = false;
-        for _ in 0..50 {
-            if store.ping().await.is_ok() {
-                back = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(back, "the same store reconnects once Redis is back");
-        store
-            .set(&k, Bytes::from_static(b"w"), Duration::from_secs(60))
-            .await
-            .expect("set");
-        assert_eq!(
-            &store.get(&k).await.expect("get").expect("value").value[..],
-            b"w"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn starting_while_redis_is_down_is_allowed_and_fails_closed() {
-        let port = testkit::free_port();
-        let store = RedisStore::new(config(RedisTopology::Standalone(format!(
-            "redis://127.0.0.1:{port}"
-        ))))
-        .expect("store");
-        assert!(matches!(
-            store.get(&StoreKey("s:y".into())).await,
-            Err(StoreError::Unavailable(_))
-        ));
-        let _server = RedisServer::start(RedisOptions::default().with_port(port))
-            .await
-            .expect("redis");
-        store
-            .ping()
-            .await
-            .expect("connects lazily once Redis is up");
-    }
-
-    #[test]
-    fn keys_share_a_hash_tag_with_their_lock() {
-        let store = RedisStore::new(config(RedisTopology::Standalone(
-            "redis://127.0.0.1:1".into(),
-        )))
-        .expect("store");
-        let k = StoreKey("s:abc".into());
-        let tag = |s: &str| s[s.find('{').expect("{")..=s.find('}').expect("}")].to_owned();
-        assert_eq!(tag(&store.key(&k)), tag(&store.lock_key(&k)));
-        assert!(store.key(&k).ends_with("{s:abc}"));
-    }
-}
+mod tests;

@@ -7,7 +7,10 @@
 //   - client.fetch()    API calls; on POST it adds X-CSRF-Token itself,
 //   - client.logout()   POST /bff/logout, then the provider's end-session page,
 //   - createVault()     classified storage: notes are `confidential` (AES-GCM in IndexedDB under a
-//                       non-extractable key), the layout preference `public` (localStorage).
+//                       non-extractable key), the layout preference `public` (localStorage). The vault
+//                       is bound to the signed-in user (`bindTo(user.sub)`) and cleared whenever there
+//                       is no session, so a session that ends without a sign-out (idle timeout,
+//                       revocation, back-channel logout) leaves nothing for the next user.
 import { createClient, createVault } from '/vendor/portcullis-client/index.js';
 
 const client = createClient({ basePath: '/bff' });
@@ -163,6 +166,17 @@ async function createOrder(event) {
 
 // ---- offline notes (vault class `confidential`) ----
 
+// The vault holds one user's data. Binding it to this user wipes anyone else's first: the previous
+// user's session may have ended without a sign-out, with their notes still on this device.
+async function bindVault(session) {
+  const sub = session.user && session.user.sub;
+  if (typeof sub !== 'string' || sub === '') {
+    await vault.clear();
+    throw new Error('the session shows no `sub` claim (oidc.session_claims): notes need it');
+  }
+  await vault.bindTo(sub);
+}
+
 async function readNotes() {
   const stored = await vault.get(NOTES_KEY);
   if (typeof stored !== 'string') return [];
@@ -244,15 +258,24 @@ async function handshake(event) {
 async function afterSignIn() {
   const session = await loadSession();
   if (session === 'offline') {
-    await guarded('Loading notes', renderNotes);
+    // Who is signed in cannot be checked offline: the notes of the vault's last owner open.
+    await guarded('Loading notes', async () => {
+      if (await vault.resumeLastOwner()) await renderNotes();
+      else replaceChildren($('notes-list'), [li('No notes.')]);
+    });
     setState('offline');
     return;
   }
   if (!session) {
+    // No session, e.g. it ended while the app was closed: nothing of its user stays on the device.
+    await guarded('Clearing the vault', () => vault.clear());
     setState('signed-out');
     return;
   }
-  await guarded('Loading notes', renderNotes);
+  await guarded('Loading notes', async () => {
+    await bindVault(session);
+    await renderNotes();
+  });
   await guarded('Loading orders', loadOrders);
   setState('signed-in');
 }
@@ -298,8 +321,11 @@ function swPolicy() {
 
 // ---- wiring ----
 
-function onSessionExpired() {
+// The session ended other than by this app's sign-out (idle timeout, revocation, back-channel
+// logout): its user's notes go with it.
+async function onSessionExpired() {
   showSignedOut('Your session has ended. Sign in again.');
+  await guarded('Clearing the vault', () => vault.clear());
   setState('signed-out');
 }
 

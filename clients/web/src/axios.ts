@@ -1,4 +1,4 @@
-import { CSRF_HEADER, SAFE_METHODS, clientInternals, type PortcullisClient } from "./client.js";
+import { CSRF_HEADER, SAFE_METHODS, clientInternals, tokenRedirectMode, type PortcullisClient } from "./client.js";
 import { PROBLEM_CSRF } from "./problem.js";
 
 /** The part of an Axios request config this adapter reads and writes (structurally typed: Axios is not imported). */
@@ -9,6 +9,8 @@ export interface AxiosLikeConfig {
   headers?: unknown;
   data?: unknown;
   withCredentials?: boolean;
+  /** Passed to `fetch` by Axios's fetch adapter (axios >= 1.7); the XHR adapter ignores it. */
+  fetchOptions?: Record<string, unknown>;
   [key: string]: unknown;
 }
 
@@ -68,9 +70,39 @@ function problemType(data: unknown): string | undefined {
 }
 
 /**
+ * Cookies to the same origin only. Same origin: `withCredentials` is left unset, because XHR sends same-origin
+ * cookies whatever it says, but Axios's fetch adapter turns `false` into `credentials: "omit"` (no session cookie,
+ * every request a 401); unset, it uses `"same-origin"`. Another origin: `withCredentials: false` (XHR) and
+ * `"omit"` (fetch). `fetchOptions.credentials` says the same for Axios versions that pass it on to `fetch`.
+ */
+function applyCredentials(config: AxiosLikeConfig, fetchOptions: Record<string, unknown>, sameOrigin: boolean): void {
+  if (sameOrigin) {
+    delete config.withCredentials;
+    fetchOptions.credentials = "same-origin";
+  } else {
+    config.withCredentials = false;
+    fetchOptions.credentials = "omit";
+  }
+}
+
+/** A copy of the caller's `fetchOptions` (it may be shared, e.g. from the instance defaults: never mutated). */
+function ownFetchOptions(config: AxiosLikeConfig): Record<string, unknown> {
+  const given = config.fetchOptions;
+  return given !== null && typeof given === "object" ? { ...given } : {};
+}
+
+/**
  * Adds request and response interceptors to an Axios instance with the client's rules: `X-CSRF-Token` on unsafe
- * methods to the same origin only, cookies only to the same origin (`withCredentials: false`), one retry after a
- * CSRF 403 (replayable bodies only), the `session-expired` event on a same-origin 401. Returns a detach function.
+ * methods to the same origin only, cookies only to the same origin, one retry after a CSRF 403 (replayable bodies
+ * only), the `session-expired` event on a same-origin 401. Returns a detach function.
+ *
+ * Redirects: with Axios's fetch adapter (`adapter: "fetch"`, axios >= 1.7) a request that may carry the token gets
+ * `fetchOptions.redirect: "error"` (a caller's `"manual"` is kept), so it never follows a redirect, as with
+ * `client.fetch`. The XHR adapter (Axios's default in browsers) cannot be stopped from following one, and browsers
+ * keep custom headers across a 307/308, even to another origin. The gateway passes its upstreams' redirects
+ * through, so an upstream that redirects an unsafe request elsewhere would hand the token over; when the gateway
+ * serves the app, its default CSP (`connect-src` falls back to `default-src 'self'`) makes the browser refuse to
+ * follow it to another origin. Prefer the fetch adapter, and keep other origins out of `connect-src` unless they need to be there.
  */
 export function attachAxios(axios: AxiosLikeInstance, client: PortcullisClient): () => void {
   const internals = clientInternals(client);
@@ -79,11 +111,14 @@ export function attachAxios(axios: AxiosLikeInstance, client: PortcullisClient):
     internals.isSameOrigin(fullUrl(config)) && !SAFE_METHODS.has((config.method ?? "get").toUpperCase());
 
   const requestId = axios.interceptors.request.use(async (config: AxiosLikeConfig) => {
-    config.withCredentials = false;
+    const fetchOptions = ownFetchOptions(config);
+    applyCredentials(config, fetchOptions, internals.isSameOrigin(fullUrl(config)));
     if (needsToken(config)) {
+      fetchOptions.redirect = tokenRedirectMode(fetchOptions.redirect as RequestRedirect | undefined);
       const token = await internals.ensureToken();
       if (token) setHeader(config, CSRF_HEADER, token);
     }
+    config.fetchOptions = fetchOptions;
     return config;
   });
 

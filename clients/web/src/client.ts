@@ -45,7 +45,11 @@ export interface PortcullisClient {
   handshake(credentials: { username: string; password: string }): Promise<Session>;
   /** `POST <basePath>/logout` with the CSRF token, forgets the token, then follows `logoutUrl` unless `navigate: false`. */
   logout(options?: LogoutOptions): Promise<LogoutResult>;
-  /** `fetch` with the gateway's rules: CSRF header (same origin, unsafe methods), one retry on a CSRF 403, 401 event. */
+  /**
+   * `fetch` with the gateway's rules: CSRF header (same origin, unsafe methods), one retry on a CSRF 403, 401 event.
+   * A request that gets the header never follows a redirect (`redirect: "error"`, or the caller's `"manual"`):
+   * browsers keep custom headers across a 307 to another origin, so following one would hand the token over.
+   */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Subscribes to an event; returns the unsubscribe function. */
   on(event: ClientEvent, listener: () => void): () => void;
@@ -91,6 +95,20 @@ function currentLocation(): Location | undefined {
   return (globalThis as { location?: Location }).location;
 }
 
+/** The URL relative URLs resolve against in `fetch` and XHR: the document's base URL (`<base href>`), else the page's. */
+function baseUrl(loc: Location): string {
+  const baseURI = (globalThis as { document?: { baseURI?: unknown } }).document?.baseURI;
+  return typeof baseURI === "string" && baseURI !== "" ? baseURI : loc.href || loc.origin;
+}
+
+/**
+ * The redirect mode for a request that carries the token: `"error"` (a redirect is a network error), or `"manual"`
+ * when the caller asked for it (the browser hands back an opaque response and follows nothing). Never `"follow"`.
+ */
+export function tokenRedirectMode(asked: RequestRedirect | undefined): RequestRedirect {
+  return asked === "manual" ? "manual" : "error";
+}
+
 function requestUrl(input: RequestInfo | URL): string {
   if (typeof input === "string") return input;
   if (input instanceof URL) return input.href;
@@ -102,6 +120,14 @@ interface SessionJson {
   user?: unknown;
   csrfToken?: unknown;
   expiresAt?: unknown;
+}
+
+/** One `GET <basePath>/session`, shared by every concurrent caller: the JSON is parsed once, here. */
+interface SessionRead {
+  /** Shared: never read its body; hand out `response.clone()` (or use `readProblem`, which clones). */
+  response: Response;
+  /** The parsed body of a 200, else `null`. */
+  json: SessionJson | null;
 }
 
 function toSession(json: SessionJson): { session: Session; token: string | null } {
@@ -117,7 +143,7 @@ export function createClient(options: ClientOptions = {}): PortcullisClient {
 
   // The anti-CSRF token: this closure variable is its only home.
   let csrfToken: string | null = null;
-  let inflight: Promise<Response> | null = null;
+  let inflight: Promise<SessionRead> | null = null;
   let expiredNotified = false;
   const listeners = new Map<ClientEvent, Set<() => void>>();
 
@@ -147,30 +173,36 @@ export function createClient(options: ClientOptions = {}): PortcullisClient {
       return url.startsWith("/") && !url.startsWith("//") && !url.startsWith("/\\");
     }
     try {
-      return new URL(url, loc.href || loc.origin).origin === loc.origin;
+      // Resolved as fetch resolves it: a relative URL under a `<base href>` of another origin goes there.
+      return new URL(url, baseUrl(loc)).origin === loc.origin;
     } catch {
       return false;
     }
   }
 
-  /** `GET <basePath>/session`, single flight. Updates the token; returns the raw response. */
-  function fetchSession(): Promise<Response> {
+  /**
+   * `GET <basePath>/session`, single flight. Updates the token. Every concurrent caller gets the same result, so
+   * the body is parsed once here and the shared response's own body is never consumed (callers clone it).
+   */
+  function fetchSession(): Promise<SessionRead> {
     if (inflight) return inflight;
-    const attempt = (async () => {
+    const attempt = (async (): Promise<SessionRead> => {
       const response = await doFetch(`${basePath}/session`, {
         method: "GET",
         credentials: "same-origin",
         headers: { Accept: "application/json" },
         cache: "no-store",
       });
+      let json: SessionJson | null = null;
       if (response.status === 200) {
-        const { token } = toSession((await response.clone().json()) as SessionJson);
+        json = (await response.clone().json()) as SessionJson;
+        const { token } = toSession(json);
         csrfToken = token;
         if (token) expiredNotified = false;
       } else if (response.status === 401) {
         csrfToken = null;
       }
-      return response;
+      return { response, json };
     })();
     inflight = attempt;
     const clear = () => {
@@ -199,22 +231,26 @@ export function createClient(options: ClientOptions = {}): PortcullisClient {
     const needsToken = sameOrigin && !SAFE_METHODS.has(method);
     const replayable = init.body !== undefined ? isReplayableBody(init.body) : request === null || request.body === null;
 
+    // Decided on the URL the caller gave; a redirect could take the request (and its headers) elsewhere, so a
+    // request that may carry the token never follows one.
+    const redirect = needsToken ? { redirect: tokenRedirectMode(init.redirect ?? request?.redirect) } : {};
     const attempt = async (token: string | null): Promise<Response> => {
       const headers = new Headers(init.headers ?? request?.headers);
       if (needsToken && token) headers.set(CSRF_HEADER, token);
-      return doFetch(input, { ...init, method, headers, credentials: "same-origin" });
+      return doFetch(input, { ...init, method, headers, credentials: "same-origin", ...redirect });
     };
 
     let token: string | null = null;
     if (needsToken) {
       token = csrfToken;
       if (!token) {
-        const sessionResponse = await fetchSession();
+        const { response: sessionResponse } = await fetchSession();
         token = csrfToken;
         if (!token && sessionResponse.status === 401) {
-          // No session: the gateway would refuse the request anyway; nothing is sent.
+          // No session: the gateway would refuse the request anyway; nothing is sent. The response is shared
+          // with every concurrent caller: each gets its own copy to read.
           if (notifyExpiry) sessionExpired();
-          return sessionResponse;
+          return sessionResponse.clone();
         }
       }
     }
@@ -235,15 +271,16 @@ export function createClient(options: ClientOptions = {}): PortcullisClient {
 
   async function session(): Promise<Session | null> {
     const hadToken = csrfToken !== null;
-    const response = await fetchSession();
+    const { response, json } = await fetchSession();
     if (response.status === 401) {
+      // Only a session this client knew of can expire: a 401 on first load is "not signed in", no event.
       if (hadToken) sessionExpired();
       return null;
     }
-    if (response.status !== 200) {
+    if (response.status !== 200 || json === null) {
       throw new PortcullisError(`GET ${basePath}/session failed: ${response.status}`, response.status, await readProblem(response));
     }
-    return toSession((await response.json()) as SessionJson).session;
+    return toSession(json).session;
   }
 
   function login(returnTo?: string, loginOptions: LoginOptions = {}): string {

@@ -20,6 +20,20 @@ export interface VaultOptions {
 }
 
 export interface Vault {
+  /**
+   * Binds the vault to the signed-in user: call it with the session's `user.sub` before reading anything. If the
+   * vault holds another user's data (or data of no recorded owner), it wipes every class but `public` and drops
+   * the encryption key first, so the next user on a browser never sees the previous one's data, however their
+   * session ended (sign-out, idle timeout, revocation, back-channel logout). Until it is bound, confidential and
+   * internal data can be neither read nor written (`VaultError`); session-bound and public data can.
+   */
+  bindTo(subject: string): Promise<void>;
+  /**
+   * Offline only, when who is signed in cannot be checked: binds to whoever the vault was last bound to. Resolves
+   * `false` (and stays unbound) when there is no recorded owner, e.g. after `clear()`. Whoever holds the device
+   * offline reads that user's data: bind with `bindTo` as soon as the session can be read again.
+   */
+  resumeLastOwner(): Promise<boolean>;
   /** Stores a JSON-compatible value under `key` in the place its class allows (moving it out of any other class). */
   put(key: string, value: unknown, cls: DataClass): Promise<void>;
   /** The value under `key`, whichever class holds it; `undefined` when absent. Throws `VaultError` on a tampered record. */
@@ -27,7 +41,10 @@ export interface Vault {
   /** The class `key` is stored in, or `undefined`. */
   classOf(key: string): Promise<DataClass | undefined>;
   delete(key: string): Promise<void>;
-  /** Wipes every class but `public` (session-bound, confidential, internal) and drops the encryption key. Call it on logout. */
+  /**
+   * Wipes every class but `public` (session-bound, confidential, internal), drops the encryption key and the
+   * owner, and unbinds. Call it on logout, on `session-expired`, and when a page loads without a session.
+   */
   clear(): Promise<void>;
   /** Closes the database connection. */
   close(): void;
@@ -38,6 +55,17 @@ export const VAULT_DB_VERSION = 1;
 export const RECORDS_STORE = "records";
 export const KEYS_STORE = "keys";
 export const KEY_ID = "aes-gcm-256/v1";
+/** The `keys` store entry that says whose data the vault holds. */
+export const OWNER_ID = "owner/v1";
+
+/**
+ * The owner entry: `owner` is the SHA-256 (hex) of the subject with a label (the subject itself is not stored);
+ * `epoch` is random, new at each wipe, so a tab notices that another tab cleared or re-bound the vault.
+ */
+export interface OwnerRecord {
+  owner: string;
+  epoch: string;
+}
 
 /** A record in the `records` store, keyed by the vault key name. */
 export type StoredRecord =
@@ -61,6 +89,27 @@ function done(tx: IDBTransaction): Promise<void> {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const OWNER_LABEL = "portcullis-vault-owner/v1\n";
+
+const hex = (bytes: ArrayBuffer | Uint8Array) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+
+function isOwnerRecord(value: unknown): value is OwnerRecord {
+  const v = value as Partial<OwnerRecord> | null | undefined;
+  return typeof v?.owner === "string" && typeof v.epoch === "string";
+}
+
+function sameOwner(stored: unknown, binding: OwnerRecord): boolean {
+  return isOwnerRecord(stored) && stored.owner === binding.owner && stored.epoch === binding.epoch;
+}
+
+/** A full storage (localStorage or IndexedDB) as a `VaultError`; anything else unchanged. */
+function storageError(error: unknown): unknown {
+  const name = (error as { name?: unknown } | null)?.name;
+  if (name === "QuotaExceededError" || name === "NS_ERROR_DOM_QUOTA_REACHED") {
+    return new VaultError("the browser's storage quota is exhausted; nothing was changed", { cause: error });
+  }
+  return error;
+}
 
 export function createVault(options: VaultOptions = {}): Vault {
   const dbName = options.dbName ?? "portcullis-vault";
@@ -68,14 +117,18 @@ export function createVault(options: VaultOptions = {}): Vault {
   const memory = new Map<string, unknown>();
   let dbPromise: Promise<IDBDatabase> | null = null;
   let keyPromise: Promise<CryptoKey> | null = null;
+  // Whose data this page may read and write; checked against the owner entry whenever a record is read or written.
+  let binding: OwnerRecord | null = null;
 
+  const idbFactory = (): IDBFactory | undefined => options.indexedDB ?? (globalThis as { indexedDB?: IDBFactory }).indexedDB;
   const idb = (): IDBFactory => {
-    const factory = options.indexedDB ?? (globalThis as { indexedDB?: IDBFactory }).indexedDB;
+    const factory = idbFactory();
     if (!factory) throw new VaultError("IndexedDB is not available");
     return factory;
   };
+  const localStore = (): Storage | undefined => options.localStorage ?? (globalThis as { localStorage?: Storage }).localStorage;
   const storage = (): Storage => {
-    const s = options.localStorage ?? (globalThis as { localStorage?: Storage }).localStorage;
+    const s = localStore();
     if (!s) throw new VaultError("localStorage is not available");
     return s;
   };
@@ -112,43 +165,114 @@ export function createVault(options: VaultOptions = {}): Vault {
     return dbPromise;
   }
 
-  async function readRecord(key: string): Promise<StoredRecord | undefined> {
-    const database = await db();
-    const tx = database.transaction(RECORDS_STORE, "readonly");
-    return (await promisify(tx.objectStore(RECORDS_STORE).get(key))) as StoredRecord | undefined;
+  /** Forgets this page's binding and everything held for it (the key, session-bound data). */
+  function unbind(): void {
+    binding = null;
+    keyPromise = null;
+    memory.clear();
   }
 
-  async function writeRecord(key: string, record: StoredRecord | null): Promise<void> {
+  function requireBinding(): OwnerRecord {
+    if (!binding) throw new VaultError("the vault is not bound to a user: call bindTo(session.user.sub) first");
+    return binding;
+  }
+
+  /** The owner entry changed under this page: another tab signed out, or bound the vault to someone else. */
+  function rebound(): VaultError {
+    unbind();
+    return new VaultError("the vault was cleared or bound to another user (in another tab?): bind it again");
+  }
+
+  /**
+   * A read/write transaction over `stores` (KEYS_STORE among them) that runs `body` only while the owner entry
+   * is still `current`, and aborts otherwise. Resolves once committed.
+   */
+  async function ownedWrite(current: OwnerRecord, stores: string[], body: (tx: IDBTransaction) => void): Promise<void> {
+    const database = await db();
+    const tx = database.transaction(stores, "readwrite");
+    let foreign = false;
+    let thrown: unknown;
+    const owner = tx.objectStore(KEYS_STORE).get(OWNER_ID);
+    owner.onsuccess = () => {
+      if (!sameOwner(owner.result, current)) {
+        foreign = true;
+        tx.abort();
+        return;
+      }
+      try {
+        body(tx);
+      } catch (error) {
+        thrown = error;
+        tx.abort();
+      }
+    };
+    try {
+      await done(tx);
+    } catch (error) {
+      if (foreign) throw rebound();
+      throw storageError(thrown ?? error);
+    }
+  }
+
+  interface Snapshot {
+    record?: StoredRecord;
+    owner?: unknown;
+    cryptoKey?: CryptoKey;
+  }
+
+  /** One consistent read of the owner entry and the key, and of the record under `key` if given. */
+  async function snapshot(key?: string): Promise<Snapshot> {
+    const database = await db();
+    const tx = database.transaction(key === undefined ? [KEYS_STORE] : [RECORDS_STORE, KEYS_STORE], "readonly");
+    const keys = tx.objectStore(KEYS_STORE);
+    const [owner, cryptoKey, record] = await Promise.all([
+      promisify(keys.get(OWNER_ID)),
+      promisify(keys.get(KEY_ID)),
+      key === undefined ? undefined : promisify(tx.objectStore(RECORDS_STORE).get(key)),
+    ]);
+    return { record: record as StoredRecord | undefined, owner, cryptoKey: cryptoKey as CryptoKey | undefined };
+  }
+
+  /** The IndexedDB record under `key` with its key, if this page's owner may read it; `undefined` when absent. */
+  async function readRecord(key: string): Promise<{ record: StoredRecord; cryptoKey?: CryptoKey } | undefined> {
+    if (!idbFactory()) return undefined;
+    const { record, owner, cryptoKey } = await snapshot(key);
+    if (!record) return undefined;
+    const current = requireBinding();
+    if (!sameOwner(owner, current)) throw rebound();
+    return cryptoKey ? { record, cryptoKey } : { record };
+  }
+
+  function writeRecord(key: string, record: StoredRecord, current: OwnerRecord): Promise<void> {
+    return ownedWrite(current, [RECORDS_STORE, KEYS_STORE], (tx) => tx.objectStore(RECORDS_STORE).put(record, key));
+  }
+
+  /** Deleting needs no owner: it reveals nothing. Nothing to do without IndexedDB (nothing can be there). */
+  async function removeRecord(key: string): Promise<void> {
+    if (!idbFactory()) return;
     const database = await db();
     const tx = database.transaction(RECORDS_STORE, "readwrite");
-    const store = tx.objectStore(RECORDS_STORE);
-    if (record) store.put(record, key);
-    else store.delete(key);
+    tx.objectStore(RECORDS_STORE).delete(key);
     await done(tx);
   }
 
-  /** The vault's AES-GCM key: generated once, non-extractable, kept in IndexedDB (structured clone keeps it so). */
-  function encryptionKey(): Promise<CryptoKey> {
+  /** The vault's AES-GCM key: generated once per owner, non-extractable, kept in IndexedDB (structured clone keeps it so). */
+  function encryptionKey(current: OwnerRecord): Promise<CryptoKey> {
     if (!keyPromise) {
       keyPromise = (async () => {
-        const database = await db();
-        const existing = (await promisify(database.transaction(KEYS_STORE, "readonly").objectStore(KEYS_STORE).get(KEY_ID))) as
-          | CryptoKey
-          | undefined;
-        if (existing) return existing;
+        const { owner, cryptoKey } = await snapshot();
+        if (!sameOwner(owner, current)) throw rebound();
+        if (cryptoKey) return cryptoKey;
         const generated = await subtle().generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
         try {
-          const tx = database.transaction(KEYS_STORE, "readwrite");
-          tx.objectStore(KEYS_STORE).add(generated, KEY_ID);
-          await done(tx);
+          await ownedWrite(current, [KEYS_STORE], (tx) => tx.objectStore(KEYS_STORE).add(generated, KEY_ID));
           return generated;
-        } catch {
+        } catch (error) {
+          if (error instanceof VaultError) throw error;
           // Another tab stored its key first: use that one.
-          const winner = (await promisify(database.transaction(KEYS_STORE, "readonly").objectStore(KEYS_STORE).get(KEY_ID))) as
-            | CryptoKey
-            | undefined;
-          if (!winner) throw new VaultError("could not store the vault key");
-          return winner;
+          const winner = await snapshot();
+          if (!sameOwner(winner.owner, current) || !winner.cryptoKey) throw new VaultError("could not store the vault key");
+          return winner.cryptoKey;
         }
       })();
       keyPromise.catch(() => {
@@ -158,16 +282,90 @@ export function createVault(options: VaultOptions = {}): Vault {
     return keyPromise;
   }
 
+  async function ownerHash(subject: string): Promise<string> {
+    return hex(await subtle().digest("SHA-256", encoder.encode(OWNER_LABEL + subject)));
+  }
+
+  async function bindTo(subject: string): Promise<void> {
+    if (typeof subject !== "string" || subject === "") {
+      throw new VaultError("the owner must be a non-empty string (the session's user.sub)");
+    }
+    const owner = await ownerHash(subject);
+    // Session-bound data of this page's previous user (or of nobody) is not the new user's either.
+    if (binding?.owner !== owner) unbind();
+    if (!idbFactory()) {
+      // Nothing persisted can belong to anyone else.
+      binding = { owner, epoch: "memory" };
+      return;
+    }
+    const database = await db();
+    const tx = database.transaction([RECORDS_STORE, KEYS_STORE], "readwrite");
+    const keys = tx.objectStore(KEYS_STORE);
+    const stored = keys.get(OWNER_ID);
+    let bound: OwnerRecord = { owner, epoch: "" };
+    stored.onsuccess = () => {
+      if (isOwnerRecord(stored.result) && stored.result.owner === owner) {
+        bound = { owner, epoch: stored.result.epoch };
+        return;
+      }
+      // Someone else's data, or data of no recorded owner: wiped, key included, before any of it is read.
+      tx.objectStore(RECORDS_STORE).clear();
+      keys.clear();
+      bound = { owner, epoch: hex(globalThis.crypto.getRandomValues(new Uint8Array(16))) };
+      keys.put(bound, OWNER_ID);
+    };
+    try {
+      await done(tx);
+    } catch (error) {
+      throw storageError(error);
+    }
+    if (binding?.epoch !== bound.epoch) keyPromise = null;
+    binding = bound;
+  }
+
+  async function resumeLastOwner(): Promise<boolean> {
+    if (!idbFactory()) return false;
+    const { owner } = await snapshot();
+    if (!isOwnerRecord(owner)) return false;
+    if (binding?.owner !== owner.owner) unbind();
+    if (binding?.epoch !== owner.epoch) keyPromise = null;
+    binding = { owner: owner.owner, epoch: owner.epoch };
+    return true;
+  }
+
   function serialize(value: unknown): string {
     const json = JSON.stringify(value);
     if (json === undefined) throw new VaultError("the value is not JSON-serialisable");
     return json;
   }
 
-  async function removeEverywhere(key: string): Promise<void> {
-    memory.delete(key);
-    storage().removeItem(prefix + key);
-    await writeRecord(key, null);
+  /**
+   * Removes the copies of `key` held by classes other than `kept`. Called after the new copy is written, so a
+   * failed write leaves the old value in place; skips the stores that are not available (nothing can be there).
+   */
+  async function removeOthers(key: string, kept: DataClass | null): Promise<void> {
+    if (kept !== "session-bound") memory.delete(key);
+    if (kept !== "public") localStore()?.removeItem(prefix + key);
+    if (kept !== "confidential" && kept !== "internal") await removeRecord(key);
+  }
+
+  function setPublic(key: string, json: string): void {
+    try {
+      storage().setItem(prefix + key, json);
+    } catch (error) {
+      throw storageError(error);
+    }
+  }
+
+  async function encrypt(key: string, json: string, current: OwnerRecord): Promise<StoredRecord> {
+    const cryptoKey = await encryptionKey(current);
+    const iv = globalThis.crypto.getRandomValues(new Uint8Array(12));
+    const ciphertext = await subtle().encrypt(
+      { name: "AES-GCM", iv, additionalData: encoder.encode(key), tagLength: 128 },
+      cryptoKey,
+      encoder.encode(json),
+    );
+    return { cls: "confidential", alg: "AES-GCM", iv, ciphertext };
   }
 
   async function put(key: string, value: unknown, cls: DataClass): Promise<void> {
@@ -179,47 +377,40 @@ export function createVault(options: VaultOptions = {}): Vault {
     const copy: unknown = JSON.parse(json);
     const hit = findTokenLike(copy);
     if (hit) throw new VaultError(`refused: ${hit} looks like a token (JWT or bearer); tokens never live in the browser`);
+    // The new copy first, then the old ones: a failed write (a full storage) loses nothing.
     switch (cls) {
-      case "session-bound": {
-        await removeEverywhere(key);
+      case "session-bound":
         memory.set(key, copy);
-        return;
-      }
-      case "public": {
-        await removeEverywhere(key);
-        storage().setItem(prefix + key, json);
-        return;
-      }
+        break;
+      case "public":
+        setPublic(key, json);
+        break;
       case "internal": {
-        memory.delete(key);
-        storage().removeItem(prefix + key);
-        await writeRecord(key, { cls: "internal", value: copy });
-        return;
+        const current = requireBinding();
+        await writeRecord(key, { cls: "internal", value: copy }, current);
+        break;
       }
       case "confidential": {
-        const plaintext = encoder.encode(json);
-        const cryptoKey = await encryptionKey();
-        const iv = globalThis.crypto.getRandomValues(new Uint8Array(12));
-        const ciphertext = await subtle().encrypt({ name: "AES-GCM", iv, additionalData: encoder.encode(key), tagLength: 128 }, cryptoKey, plaintext);
-        memory.delete(key);
-        storage().removeItem(prefix + key);
-        await writeRecord(key, { cls: "confidential", alg: "AES-GCM", iv, ciphertext });
-        return;
+        const current = requireBinding();
+        await writeRecord(key, await encrypt(key, json, current), current);
+        break;
       }
     }
+    await removeOthers(key, cls);
   }
 
   async function get<T = unknown>(key: string): Promise<T | undefined> {
     if (memory.has(key)) return memory.get(key) as T;
-    const record = await readRecord(key);
-    if (record?.cls === "internal") return record.value as T;
-    if (record?.cls === "confidential") {
-      const cryptoKey = await encryptionKey();
+    const found = await readRecord(key);
+    if (found?.record.cls === "internal") return found.record.value as T;
+    if (found?.record.cls === "confidential") {
+      const { record } = found;
       let plaintext: ArrayBuffer;
       try {
+        if (!found.cryptoKey) throw new VaultError("no key");
         plaintext = await subtle().decrypt(
           { name: "AES-GCM", iv: record.iv as Uint8Array<ArrayBuffer>, additionalData: encoder.encode(key), tagLength: 128 },
-          cryptoKey,
+          found.cryptoKey,
           record.ciphertext,
         );
       } catch {
@@ -227,24 +418,28 @@ export function createVault(options: VaultOptions = {}): Vault {
       }
       return JSON.parse(decoder.decode(plaintext)) as T;
     }
-    const json = storage().getItem(prefix + key);
+    const json = localStore()?.getItem(prefix + key) ?? null;
     return json === null ? undefined : (JSON.parse(json) as T);
   }
 
   async function classOf(key: string): Promise<DataClass | undefined> {
     if (memory.has(key)) return "session-bound";
-    const record = await readRecord(key);
-    if (record) return record.cls;
-    return storage().getItem(prefix + key) === null ? undefined : "public";
+    const found = await readRecord(key);
+    if (found) return found.record.cls;
+    return (localStore()?.getItem(prefix + key) ?? null) === null ? undefined : "public";
+  }
+
+  function remove(key: string): Promise<void> {
+    return removeOthers(key, null);
   }
 
   async function clear(): Promise<void> {
-    memory.clear();
+    unbind();
+    if (!idbFactory()) return;
     const database = await db();
     const tx = database.transaction([RECORDS_STORE, KEYS_STORE], "readwrite");
     tx.objectStore(RECORDS_STORE).clear();
     tx.objectStore(KEYS_STORE).clear();
-    keyPromise = null;
     await done(tx);
   }
 
@@ -257,5 +452,5 @@ export function createVault(options: VaultOptions = {}): Vault {
     }
   }
 
-  return Object.freeze({ put, get, classOf, delete: removeEverywhere, clear, close });
+  return Object.freeze({ bindTo, resumeLastOwner, put, get, classOf, delete: remove, clear, close });
 }

@@ -9,6 +9,8 @@ interface Config {
   headers: Record<string, string>;
   data?: unknown;
   withCredentials?: boolean;
+  fetchOptions?: Record<string, unknown>;
+  maxRedirects?: number;
   [key: string]: unknown;
 }
 interface Reply {
@@ -69,7 +71,8 @@ describe("attachAxios", () => {
     await instance.request({ url: "https://evil.example/x", method: "post", withCredentials: true });
     await instance.request({ url: "/x", baseURL: "https://evil.example", method: "put" });
     expect(sent.map((c) => c.headers["X-CSRF-Token"])).toEqual(["token-1", undefined, "token-1", undefined, undefined]);
-    expect(sent.every((c) => c.withCredentials === false)).toBe(true);
+    // Same origin: left to Axios (XHR sends same-origin cookies anyway); other origins: cookies off.
+    expect(sent.map((c) => c.withCredentials)).toEqual([undefined, undefined, undefined, false, false]);
     expect(gw.state.sessionReads).toBe(1);
   });
 
@@ -144,5 +147,72 @@ describe("attachAxios", () => {
     await instance.request({ url: "/api/x", method: "post" });
     expect(sent[0]?.headers["X-CSRF-Token"]).toBeUndefined();
     expect(() => attachAxios(instance, { ...client })).toThrow(TypeError);
+  });
+});
+
+/**
+ * What Axios's fetch adapter (`adapter: "fetch"`, axios >= 1.7) hands to `fetch` for cookies and redirects, as
+ * axios 1.21.1's lib/adapters/fetch.js computes it: `withCredentials` defaults to "same-origin" and a boolean
+ * becomes "include"/"omit"; `fetchOptions` is spread in, minus the keys Axios owns (`credentials` among them, so
+ * `withCredentials` alone decides); `maxRedirects: 0` forces "manual"; the Request default is "follow".
+ */
+function axiosFetchInit(config: Config): RequestInit {
+  let withCredentials: unknown = config.withCredentials === undefined ? "same-origin" : config.withCredentials;
+  if (typeof withCredentials !== "string") withCredentials = withCredentials ? "include" : "omit";
+  const { body: _b, headers: _h, method: _m, signal: _s, duplex: _d, credentials: _c, ...options } = config.fetchOptions ?? {};
+  const init: RequestInit = { redirect: "follow", ...options, credentials: withCredentials as RequestCredentials };
+  if (config.maxRedirects === 0) init.redirect = "manual";
+  return init;
+}
+
+describe("attachAxios with Axios's fetch adapter", () => {
+  it("sends the session cookie to the same origin (credentials 'same-origin'), never to another", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    const { instance, sent } = fakeAxios(() => ({ status: 200 }));
+    attachAxios(instance, client);
+    await instance.request({ url: "/api/orders" });
+    await instance.request({ url: "/api/orders", method: "post", data: "x" });
+    await instance.request({ url: "/api/orders", withCredentials: false });
+    await instance.request({ url: "https://evil.example/x", withCredentials: true });
+    await instance.request({ url: "https://evil.example/x", method: "post", fetchOptions: { credentials: "include" } });
+    expect(sent.map((c) => axiosFetchInit(c).credentials)).toEqual(["same-origin", "same-origin", "same-origin", "omit", "omit"]);
+    expect(sent.map((c) => c.fetchOptions?.credentials)).toEqual(["same-origin", "same-origin", "same-origin", "omit", "omit"]);
+  });
+
+  it("never follows a redirect with the token: fetchOptions.redirect 'error' (a caller's 'manual' kept)", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    const { instance, sent } = fakeAxios((c) =>
+      c.headers["X-CSRF-Token"] === "token-1" ? { status: 403, data: csrfProblem } : { status: 200 },
+    );
+    attachAxios(instance, client);
+    await client.session();
+    gw.state.token = "token-2";
+    const callerOptions = { priority: "high", redirect: "follow" };
+    await instance.request({ url: "/api/orders", method: "post", data: "x", fetchOptions: callerOptions });
+    await instance.request({ url: "/api/orders", method: "delete", fetchOptions: { redirect: "manual" } });
+    await instance.request({ url: "/api/orders", fetchOptions: { redirect: "follow" } });
+    await instance.request({ url: "https://evil.example/x", method: "post" });
+    expect(sent.map((c) => [c.headers["X-CSRF-Token"], axiosFetchInit(c).redirect])).toEqual([
+      ["token-1", "error"],
+      ["token-2", "error"], // the retry after the CSRF 403
+      ["token-2", "manual"],
+      [undefined, "follow"],
+      [undefined, "follow"],
+    ]);
+    expect(sent[0]?.fetchOptions).toMatchObject({ priority: "high" });
+    expect(callerOptions).toEqual({ priority: "high", redirect: "follow" }); // merged into a copy, not mutated
+  });
+
+  it("decides same origin against the document's base URL", async () => {
+    vi.stubGlobal("document", { baseURI: "https://cdn.example/app/" });
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    const { instance, sent } = fakeAxios(() => ({ status: 200 }));
+    attachAxios(instance, client);
+    await instance.request({ url: "api/orders", method: "post" });
+    expect(sent[0]?.headers["X-CSRF-Token"]).toBeUndefined();
+    expect(sent[0]?.withCredentials).toBe(false);
   });
 });

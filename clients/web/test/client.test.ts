@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createClient, PortcullisError } from "../src/index.js";
 import { fakeGateway, installLocation, json, ORIGIN, problem, type FakeLocation } from "./helpers.js";
 
@@ -361,5 +362,179 @@ describe("logout()", () => {
         String(input).endsWith("/logout") ? problem(500, "internal") : gw.fetch(input, init)) as typeof fetch,
     });
     await expect(client.logout()).rejects.toMatchObject({ status: 500 });
+  });
+});
+
+describe("fetch(): a request that carries the token never follows a redirect", () => {
+  it("sends every unsafe same-origin request, its retry too, with redirect: 'error'", async () => {
+    const gw = fakeGateway({
+      handler: (call) => (call.headers.get("x-csrf-token") === "token-2" ? json(201, {}) : problem(403, "csrf")),
+    });
+    const client = createClient({ fetch: gw.fetch });
+    await client.session();
+    gw.state.token = "token-2";
+    await client.fetch("/api/orders", { method: "POST", body: "x", redirect: "follow" });
+    const posts = gw.calls.filter((c) => c.url.endsWith("/api/orders"));
+    expect(posts.map((c) => c.redirect)).toEqual(["error", "error"]);
+  });
+
+  it("overrides a Request's own 'follow', keeps a caller's 'manual'", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    await client.fetch(new Request(`${ORIGIN}/api/a`, { method: "PUT", body: "x" }));
+    await client.fetch(new Request(`${ORIGIN}/api/b`, { method: "PUT", body: "x", redirect: "manual" }));
+    await client.fetch("/api/c", { method: "DELETE", redirect: "manual" });
+    const sent = gw.calls.filter((c) => c.url.includes("/api/"));
+    expect(sent.map((c) => [c.headers.get("x-csrf-token"), c.redirect])).toEqual([
+      ["token-1", "error"],
+      ["token-1", "manual"],
+      ["token-1", "manual"],
+    ]);
+  });
+
+  it("leaves safe methods and other origins as the caller asked", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    await client.fetch("/api/a");
+    await client.fetch("/api/b", { redirect: "follow" });
+    await client.fetch("https://other.example/c", { method: "POST", body: "x", redirect: "follow" });
+    expect(gw.calls.map((c) => c.redirect)).toEqual([undefined, "follow", "follow"]);
+  });
+
+  it("logout() does not follow one either", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    await client.logout({ navigate: false });
+    expect(gw.calls.find((c) => c.url.endsWith("/bff/logout"))?.redirect).toBe("error");
+  });
+
+  it("with the platform's fetch: a 307 to another origin is a network error, and that origin sees nothing", async () => {
+    const elsewhere: Record<string, unknown>[] = [];
+    const other = await listen((request, response) => {
+      elsewhere.push(request.headers);
+      response.end("ok");
+    });
+    const app = await listen((request, response) => {
+      if (request.url === "/bff/session") {
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ authenticated: true, user: { sub: "alice" }, csrfToken: "token-1", expiresAt: 1 }));
+        return;
+      }
+      response.statusCode = 307;
+      response.setHeader("location", `${other.origin}/collect`);
+      response.end();
+    });
+    try {
+      installLocation("/", app.origin);
+      // Node's fetch wants absolute URLs: resolve against the page, as a browser does.
+      const client = createClient({ fetch: (input, init) => fetch(new URL(String(input), app.origin), init) });
+      await expect(client.fetch("/api/orders", { method: "POST", body: "x" })).rejects.toThrow(TypeError);
+      expect(elsewhere).toEqual([]);
+      // A GET (no token) is the caller's business: it follows.
+      const followed = await client.fetch("/api/orders");
+      expect(await followed.text()).toBe("ok");
+      expect(elsewhere.map((h) => h["x-csrf-token"])).toEqual([undefined]);
+    } finally {
+      app.close();
+      other.close();
+    }
+  });
+});
+
+/** A throwaway HTTP server on a loopback port (its own origin). */
+async function listen(handler: (request: IncomingMessage, response: ServerResponse) => void) {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return {
+    origin: `http://127.0.0.1:${address.port}`,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+describe("concurrent session reads share one response", () => {
+  it("two concurrent session() calls both resolve (one request)", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    const [a, b] = await Promise.all([client.session(), client.session()]);
+    expect(a).toEqual({ authenticated: true, user: { sub: "alice", name: "Alice" }, expiresAt: 1800000000 });
+    expect(b).toEqual(a);
+    expect(gw.state.sessionReads).toBe(1);
+  });
+
+  it("session() alongside unsafe fetches that wait for the token", async () => {
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    const [session, response] = await Promise.all([client.session(), client.fetch("/api/a", { method: "POST" }), client.session()]);
+    expect(session?.user).toMatchObject({ sub: "alice" });
+    expect(response.status).toBe(200);
+    expect(gw.state.sessionReads).toBe(1);
+  });
+
+  it("without a session, every waiting caller gets its own readable 401", async () => {
+    const gw = fakeGateway();
+    gw.state.loggedIn = false;
+    const client = createClient({ fetch: gw.fetch });
+    const [r1, r2, session] = await Promise.all([
+      client.fetch("/api/a", { method: "POST" }),
+      client.fetch("/api/b", { method: "POST" }),
+      client.session(),
+    ]);
+    expect(session).toBeNull();
+    expect(r1).not.toBe(r2);
+    expect(await r1.json()).toMatchObject({ type: "urn:portcullis:problem:unauthenticated" });
+    expect(await r2.json()).toMatchObject({ type: "urn:portcullis:problem:unauthenticated" });
+    expect(gw.state.sessionReads).toBe(1);
+  });
+
+  it("concurrent session() calls on a gateway failure both throw with the problem", async () => {
+    const client = createClient({ fetch: async () => problem(503, "unavailable") });
+    const results = await Promise.allSettled([client.session(), client.session()]);
+    for (const result of results) {
+      expect(result.status).toBe("rejected");
+      expect((result as PromiseRejectedResult).reason).toMatchObject({ status: 503, problem: { type: "urn:portcullis:problem:unavailable" } });
+    }
+  });
+
+  it("a 401 on the first session() emits nothing (there was no session to expire)", async () => {
+    const gw = fakeGateway();
+    gw.state.loggedIn = false;
+    const expired = vi.fn();
+    const client = createClient({ fetch: gw.fetch, onSessionExpired: expired });
+    expect(await client.session()).toBeNull();
+    expect(expired).not.toHaveBeenCalled();
+  });
+});
+
+describe("same origin is decided against the document's base URL (as fetch resolves)", () => {
+  it("a relative URL under a <base href> of another origin never gets the token", async () => {
+    vi.stubGlobal("document", { baseURI: "https://cdn.example/app/" });
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    await client.session();
+    await client.fetch("api/orders", { method: "POST", body: "x" });
+    expect(gw.calls.at(-1)?.headers.has("X-CSRF-Token")).toBe(false);
+  });
+
+  it("a <base href> on our own origin still gets it; a relative URL resolves against the base, not the page", async () => {
+    vi.stubGlobal("document", { baseURI: `${ORIGIN}/app/` });
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    await client.fetch("api/orders", { method: "POST", body: "x" });
+    expect(gw.calls.at(-1)?.headers.get("X-CSRF-Token")).toBe("token-1");
+  });
+
+  it("a page on another origin than its base: the page's origin still decides what is ours", async () => {
+    // location is https://app.example; the base is https://app.example.evil/ : not ours.
+    vi.stubGlobal("document", { baseURI: "https://app.example.evil/" });
+    const gw = fakeGateway();
+    const client = createClient({ fetch: gw.fetch });
+    await client.session();
+    await client.fetch("/api/orders", { method: "POST", body: "x" });
+    expect(gw.calls.at(-1)?.headers.has("X-CSRF-Token")).toBe(false);
   });
 });

@@ -11,9 +11,9 @@ export interface FakeLocation {
   assign: ReturnType<typeof vi.fn>;
 }
 
-/** Installs a browser-like `location` at `${ORIGIN}${path}`. */
-export function installLocation(path = "/notes?tab=1#top"): FakeLocation {
-  const url = new URL(path, ORIGIN);
+/** Installs a browser-like `location` at `${origin}${path}`. */
+export function installLocation(path = "/notes?tab=1#top", origin = ORIGIN): FakeLocation {
+  const url = new URL(path, origin);
   const location: FakeLocation = {
     origin: url.origin,
     href: url.href,
@@ -31,6 +31,7 @@ export interface Call {
   method: string;
   headers: Headers;
   credentials: RequestCredentials | undefined;
+  redirect: RequestRedirect | undefined;
   body: unknown;
 }
 
@@ -57,6 +58,7 @@ export function fakeGateway(options: { handler?: (call: Call) => Response | unde
       method: (init.method ?? request?.method ?? "GET").toUpperCase(),
       headers: new Headers(init.headers ?? request?.headers),
       credentials: init.credentials,
+      redirect: init.redirect ?? request?.redirect,
       body: init.body,
     };
     calls.push(call);
@@ -96,5 +98,14 @@ export class MemoryStorage implements Storage {
   }
   setItem(key: string, value: string) {
     this.#items.set(key, String(value));
+  }
+}
+
+/** A `MemoryStorage` whose `setItem` throws what a full browser storage throws, while `full` is set. */
+export class QuotaStorage extends MemoryStorage {
+  full = false;
+  override setItem(key: string, value: string) {
+    if (this.full) throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+    super.setItem(key, value);
   }
 }

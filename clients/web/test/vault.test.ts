@@ -1,20 +1,30 @@
-import { IDBFactory } from "fake-indexeddb";
-import { beforeEach, describe, expect, it } from "vitest";
-import { createVault, KEY_ID, KEYS_STORE, RECORDS_STORE, VaultError, type DataClass, type Vault } from "../src/index.js";
-import { MemoryStorage } from "./helpers.js";
+import { IDBFactory, IDBObjectStore } from "fake-indexeddb";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { createVault, KEY_ID, KEYS_STORE, OWNER_ID, RECORDS_STORE, VaultError, type DataClass, type Vault } from "../src/index.js";
+import { MemoryStorage, QuotaStorage } from "./helpers.js";
 
 const JWT =
   "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImlhdCI6MTUxNjIzOTAyMn0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
 
 let factory: IDBFactory;
-let storage: MemoryStorage;
+let storage: QuotaStorage;
 let vault: Vault;
 
-beforeEach(() => {
+/** A vault on the test's IndexedDB and localStorage (a page load), bound to `owner` unless it is null. */
+async function openVault(owner: string | null = "alice", dbName?: string): Promise<Vault> {
+  const opened = createVault({ indexedDB: factory, localStorage: storage, ...(dbName ? { dbName } : {}) });
+  if (owner !== null) await opened.bindTo(owner);
+  return opened;
+}
+
+beforeEach(async () => {
   factory = new IDBFactory();
-  storage = new MemoryStorage();
-  vault = createVault({ indexedDB: factory, localStorage: storage });
+  storage = new QuotaStorage();
+  vault = await openVault();
   return () => vault.close();
+});
+afterEach(() => {
+  vi.restoreAllMocks();
 });
 
 function rawDb(name = "portcullis-vault"): Promise<IDBDatabase> {
@@ -70,7 +80,7 @@ describe("classification matrix", () => {
     expect(storage.length).toBe(0);
     expect(await rawGet(RECORDS_STORE, "draft")).toBeUndefined();
     // A new vault (a reload) does not see it.
-    const reloaded = createVault({ indexedDB: factory, localStorage: storage });
+    const reloaded = await openVault();
     expect(await reloaded.get("draft")).toBeUndefined();
     reloaded.close();
   });
@@ -79,7 +89,7 @@ describe("classification matrix", () => {
     await vault.put("catalogue", [{ sku: "A1" }], "internal");
     expect(await rawGet(RECORDS_STORE, "catalogue")).toEqual({ cls: "internal", value: [{ sku: "A1" }] });
     expect(storage.length).toBe(0);
-    const reloaded = createVault({ indexedDB: factory, localStorage: storage });
+    const reloaded = await openVault();
     expect(await reloaded.get("catalogue")).toEqual([{ sku: "A1" }]);
     reloaded.close();
   });
@@ -95,7 +105,7 @@ describe("classification matrix", () => {
   it("stores confidential data encrypted and decrypts it back, after a reload too", async () => {
     await vault.put("note:1", note, "confidential");
     expect(await vault.get("note:1")).toEqual(note);
-    const reloaded = createVault({ indexedDB: factory, localStorage: storage });
+    const reloaded = await openVault();
     expect(await reloaded.get("note:1")).toEqual(note);
     expect(await reloaded.classOf("note:1")).toBe("confidential");
     reloaded.close();
@@ -194,13 +204,14 @@ describe("confidential records at rest", () => {
     await expect(crypto.subtle.exportKey("raw", key)).rejects.toThrow();
     await expect(crypto.subtle.exportKey("jwk", key)).rejects.toThrow();
     const db = await rawDb();
-    expect(await req(db.transaction(KEYS_STORE).objectStore(KEYS_STORE).count())).toBe(1);
+    // The key, and the owner record beside it.
+    expect((await req(db.transaction(KEYS_STORE).objectStore(KEYS_STORE).getAllKeys())).sort()).toEqual([KEY_ID, OWNER_ID]);
     db.close();
   });
 
   it("a key of another vault database opens nothing", async () => {
     await vault.put("n", note, "confidential");
-    const other = createVault({ dbName: "other", indexedDB: factory, localStorage: storage });
+    const other = await openVault("alice", "other");
     await other.put("x", 1, "confidential");
     const record = await rawGet(RECORDS_STORE, "n");
     const otherDb = await rawDb("other");
@@ -225,12 +236,163 @@ describe("clear()", () => {
     expect(await vault.get("p")).toBe(4);
     expect(storage.getItem("unrelated")).toBe("kept");
     expect(await rawGet(KEYS_STORE, KEY_ID)).toBeUndefined();
+    expect(await rawGet(KEYS_STORE, OWNER_ID)).toBeUndefined();
     const db = await rawDb();
     expect(await req(db.transaction(RECORDS_STORE).objectStore(RECORDS_STORE).count())).toBe(0);
     db.close();
-    // The vault keeps working, under a new key.
+    // It is unbound now: nothing confidential until it is bound again, then under a new key.
+    await expect(vault.put("c", 5, "confidential")).rejects.toThrow(/not bound/);
+    await vault.bindTo("alice");
     await vault.put("c", 5, "confidential");
     expect(await vault.get("c")).toBe(5);
     expect(await rawGet(KEYS_STORE, KEY_ID)).toBeInstanceOf(CryptoKey);
+  });
+});
+
+describe("bound to a user", () => {
+  it("the next user on this browser never sees the previous one's data (the session ended without a sign-out)", async () => {
+    await vault.put("notes", note, "confidential");
+    await vault.put("cache", [1, 2], "internal");
+    await vault.put("draft", "unsaved", "session-bound");
+    await vault.put("theme", "dark", "public");
+    vault.close(); // alice's session times out; no clear(); later, bob signs in on the same browser
+    const bobs = createVault({ indexedDB: factory, localStorage: storage });
+    await bobs.bindTo("bob");
+    expect(await bobs.get("notes")).toBeUndefined();
+    expect(await bobs.get("cache")).toBeUndefined();
+    expect(await bobs.get("draft")).toBeUndefined();
+    expect(await bobs.get("theme")).toBe("dark"); // public: holds nothing about the user
+    expect(await rawGet(RECORDS_STORE, "notes")).toBeUndefined();
+    expect(await rawGet(KEYS_STORE, KEY_ID)).toBeUndefined(); // alice's key is gone too
+    await bobs.put("notes", { mine: true }, "confidential");
+    expect(await bobs.get("notes")).toEqual({ mine: true });
+    bobs.close();
+  });
+
+  it("the same user finds their data again, after a reload", async () => {
+    await vault.put("notes", note, "confidential");
+    const reloaded = await openVault("alice");
+    expect(await reloaded.get("notes")).toEqual(note);
+    reloaded.close();
+  });
+
+  it("keeps a hash of the subject, not the subject, beside the key", async () => {
+    await vault.put("n", 1, "confidential");
+    const owner = await rawGet(KEYS_STORE, OWNER_ID);
+    expect(owner.owner).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.stringify(owner)).not.toContain("alice");
+  });
+
+  it("wipes data of no recorded owner (written before binding existed) when first bound", async () => {
+    await rawPut(RECORDS_STORE, "legacy", { cls: "internal", value: "someone's" });
+    const db = await rawDb();
+    await req(db.transaction(KEYS_STORE, "readwrite").objectStore(KEYS_STORE).delete(OWNER_ID));
+    db.close();
+    const next = await openVault("alice");
+    expect(await next.get("legacy")).toBeUndefined();
+    next.close();
+  });
+
+  it("before it is bound: refuses to read or write confidential and internal data; public and session-bound work", async () => {
+    await vault.put("notes", note, "confidential");
+    await vault.put("cache", 1, "internal");
+    const unbound = createVault({ indexedDB: factory, localStorage: storage });
+    await expect(unbound.get("notes")).rejects.toThrow(/not bound/);
+    await expect(unbound.classOf("cache")).rejects.toThrow(/not bound/);
+    await expect(unbound.put("x", 1, "confidential")).rejects.toThrow(VaultError);
+    await expect(unbound.put("x", 1, "internal")).rejects.toThrow(VaultError);
+    await unbound.put("theme", "dark", "public");
+    await unbound.put("draft", "d", "session-bound");
+    expect(await unbound.get("theme")).toBe("dark");
+    expect(await unbound.get("draft")).toBe("d");
+    expect(await unbound.get("absent")).toBeUndefined();
+    unbound.close();
+  });
+
+  it("binding to another user drops the page's session-bound data as well", async () => {
+    await vault.put("draft", "alice's", "session-bound");
+    await vault.bindTo("alice");
+    expect(await vault.get("draft")).toBe("alice's");
+    await vault.bindTo("bob");
+    expect(await vault.get("draft")).toBeUndefined();
+  });
+
+  it("refuses an empty subject", async () => {
+    await expect(vault.bindTo("")).rejects.toBeInstanceOf(VaultError);
+  });
+
+  it("a tab whose vault was cleared or rebound elsewhere reads and writes nothing more", async () => {
+    await vault.put("notes", note, "confidential");
+    const otherTab = await openVault("alice");
+    await otherTab.clear(); // sign-out in the other tab
+    await otherTab.bindTo("bob");
+    await otherTab.put("notes", { bob: true }, "confidential");
+    await expect(vault.put("notes", note, "confidential")).rejects.toThrow(/another tab|bind it again/);
+    await expect(vault.get("notes")).rejects.toThrow(/not bound/);
+    expect(await otherTab.get("notes")).toEqual({ bob: true });
+    otherTab.close();
+  });
+
+  it("resumeLastOwner(): offline, the last owner's data opens without a session; nothing to resume after clear()", async () => {
+    await vault.put("notes", note, "confidential");
+    const offline = await openVault(null);
+    expect(await offline.resumeLastOwner()).toBe(true);
+    expect(await offline.get("notes")).toEqual(note);
+    await offline.put("notes", { more: 1 }, "confidential");
+    expect(await vault.get("notes")).toEqual({ more: 1 }); // the same binding
+    await offline.clear();
+    const later = await openVault(null);
+    expect(await later.resumeLastOwner()).toBe(false);
+    await expect(later.put("notes", note, "confidential")).rejects.toThrow(/not bound/);
+    later.close();
+    offline.close();
+  });
+});
+
+describe("put is all or nothing", () => {
+  it("a public put that exceeds the quota keeps the old value and throws VaultError", async () => {
+    await vault.put("theme", "dark", "public");
+    storage.full = true;
+    const error = await vault.put("theme", "light", "public").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(VaultError);
+    expect((error as Error).message).toMatch(/quota/i);
+    expect(await vault.get("theme")).toBe("dark");
+  });
+
+  it("moving a key to public: a failed write leaves it where it was", async () => {
+    await vault.put("k", "v1", "confidential");
+    storage.full = true;
+    await expect(vault.put("k", "v2", "public")).rejects.toBeInstanceOf(VaultError);
+    expect(await vault.get("k")).toBe("v1");
+    expect(await vault.classOf("k")).toBe("confidential");
+  });
+
+  it("an IndexedDB quota error is a VaultError, and the old (public) copy stays", async () => {
+    await vault.put("k", "v1", "public");
+    vi.spyOn(IDBObjectStore.prototype, "put").mockImplementationOnce(() => {
+      throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+    });
+    const error = await vault.put("k", "v2", "internal").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(VaultError);
+    expect((error as Error).message).toMatch(/quota/i);
+    expect(await vault.get("k")).toBe("v1");
+  });
+
+  it("without IndexedDB: session-bound and public data work; the IndexedDB classes say why they cannot", async () => {
+    expect("indexedDB" in globalThis).toBe(false);
+    const plain = createVault({ localStorage: storage });
+    await plain.bindTo("alice");
+    await plain.put("theme", "dark", "public");
+    await plain.put("draft", "d", "session-bound");
+    expect(await plain.get("theme")).toBe("dark");
+    expect(await plain.classOf("draft")).toBe("session-bound");
+    await plain.put("theme", "light", "session-bound");
+    expect(storage.getItem("portcullis-vault:theme")).toBeNull();
+    await plain.delete("draft");
+    expect(await plain.get("draft")).toBeUndefined();
+    await expect(plain.put("n", 1, "confidential")).rejects.toThrow(/IndexedDB is not available/);
+    await plain.clear();
+    expect(await plain.get("theme")).toBeUndefined();
+    plain.close();
   });
 });

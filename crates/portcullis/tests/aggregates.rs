@@ -96,6 +96,12 @@ path = "/api/users/{{id}}/card"
 [[aggregates.parts]]
 name = "card"
 path = "/svc/users/cards/{{path.id}}?q={{query.q}}"
+
+[[aggregates]]
+path = "/home/{{id}}/card"
+[[aggregates.parts]]
+name = "card"
+path = "/svc/users/cards/{{path.id}}"
 "#,
         users = users.url(),
         orders = orders.url(),
@@ -169,6 +175,29 @@ async fn parts_are_called_concurrently_with_one_token() {
     );
     // No refresh was due: the token is used as is, and never once per part.
     assert_eq!(s.idp.stats().await.expect("stats").refresh_grants(), 0);
+}
+
+/// An aggregate may live outside `/api` and the route prefixes; it still gets the session (the
+/// session layer skips the store only for the PWA's own paths).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aggregate_outside_api_gets_the_session() {
+    let users = ScriptedUpstream::start().await;
+    let orders = ScriptedUpstream::start_sharing(&users).await;
+    users.on("/cards/7", Reply::ok(json!({"n": 7})));
+    let s = stack(&users, &orders).await;
+    let anonymous = Browser::new();
+    let r = anonymous.get(&s.url("/home/7/card")).await.expect("card");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let b = Browser::new();
+    s.login(&b).await;
+    let r = b.get(&s.url("/home/7/card")).await.expect("card");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().expect("json"), json!({"card": {"n": 7}}));
+    let r = b
+        .get(&s.url("/home/7/card/x"))
+        .await
+        .expect("not the aggregate");
+    assert_eq!(r.status, 404, "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -94,6 +94,22 @@ pub struct AggregateConfig {
     pub profile: Option<String>,
 }
 
+impl AggregateConfig {
+    /// `true` when `path` is this aggregate's path, a `{name}` segment matching any non-empty
+    /// segment (as the router matches it: on the raw path).
+    pub fn matches(&self, path: &str) -> bool {
+        let mut want = self.path.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PartConfig {
     pub name: String,

@@ -1,6 +1,6 @@
 //! Validation of `[[aggregates]]`, `[[profiles]]` and the route policy keys.
 
-use super::super::{Config, Problems};
+use super::super::{Config, Problems, compose::AggregateConfig};
 use crate::crypto::keyring::KeyRing;
 
 fn load(rest: &str) -> Result<Config, Problems> {
@@ -128,4 +128,30 @@ fn invalid_composition_is_reported_per_key() {
             "{toml}: expected a problem at {key}, got {found:?}"
         );
     }
+}
+
+#[test]
+fn aggregate_paths_match_segment_by_segment() {
+    let agg = |path: &str| AggregateConfig {
+        path: path.into(),
+        parts: Vec::new(),
+        max_total: 1,
+        profile: None,
+    };
+    let card = agg("/home/{id}/card");
+    for yes in ["/home/7/card", "/home/a%2Fb/card"] {
+        assert!(card.matches(yes), "{yes}");
+    }
+    for no in [
+        "/home//card",
+        "/home/7",
+        "/home/7/card/",
+        "/home/7/card/x",
+        "/home/7/cards",
+        "/",
+    ] {
+        assert!(!card.matches(no), "{no}");
+    }
+    assert!(agg("/dash").matches("/dash"));
+    assert!(!agg("/dash").matches("/dash/"));
 }

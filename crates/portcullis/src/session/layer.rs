@@ -55,8 +55,8 @@ impl Wrap for LoadSession {
     }
 }
 
-/// Only `/bff/*`, `/api/*`, the route table and state-changing requests (which the CSRF layer checks
-/// against the session, whatever the path) need the session. A safe request for anything else —
+/// Only `/bff/*`, `/api/*`, the route table, the aggregates and state-changing requests (which the
+/// CSRF layer checks against the session, whatever the path) need the session. A safe request for anything else —
 /// the PWA's files, the SPA fallback — is answered without touching the store: no lookup per
 /// asset, no store outage turning the app shell into a 503, no idle timeout slid by a page
 /// fetching its images.
@@ -70,4 +70,10 @@ fn needs_session(state: &AppState, req: &Request) -> bool {
             .routes
             .iter()
             .any(|r| path_within(path, &r.prefix))
+        || state
+            .config
+            .compose
+            .aggregates
+            .iter()
+            .any(|a| a.matches(path))
 }

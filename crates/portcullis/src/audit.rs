@@ -142,9 +142,13 @@ impl AuditLog {
             AuditTarget::Stderr => Sink::Stderr,
             AuditTarget::Stdout => Sink::Stdout,
             AuditTarget::File(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
+                let mut options = std::fs::OpenOptions::new();
+                options.create(true).append(true);
+                // Client addresses, user agents and subject pseudonyms: the owner's only, as the
+                // session file, whatever the umask (an existing file keeps its mode).
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let file = options
                     .open(path)
                     .map_err(|e| anyhow::anyhow!("audit log {}: {e}", path.display()))?;
                 Sink::File(Mutex::new(std::io::BufWriter::new(file)))
@@ -274,5 +278,31 @@ mod tests {
             ..AuditLog::disabled()
         };
         assert_eq!(clear.subject_ref("alice"), "alice");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_audit_file_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "portcullis-audit-mode-{}.jsonl",
+            crate::crypto::random::token::<6>().expect("rng")
+        ));
+        let config = AuditConfig {
+            target: AuditTarget::File(path.clone()),
+            subject: SubjectMode::Hash,
+            hash_key: None,
+        };
+        let log = AuditLog::open(Some(&config)).expect("open");
+        log.event(AuditEvent {
+            event: "logout",
+            ..AuditEvent::default()
+        });
+        let mode = std::fs::metadata(&path)
+            .expect("created")
+            .permissions()
+            .mode();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }

@@ -181,13 +181,19 @@ fn sessions(action: SessionsAction) -> ExitCode {
             SessionsAction::Revoke {
                 subject: Some(sub), ..
             } => {
-                serde_json::json!({"revoked": m.end_subject(&iss, &sub).await?})
+                let n = m.end_subject(&iss, &sub).await?;
+                crate::admin::revoked(&state, "subject", Some(&sub), n);
+                serde_json::json!({"revoked": n})
             }
             SessionsAction::Revoke { sid: Some(sid), .. } => {
-                serde_json::json!({"revoked": m.end_provider_session(&iss, &sid).await?})
+                let n = m.end_provider_session(&iss, &sid).await?;
+                crate::admin::revoked(&state, "sid", None, n);
+                serde_json::json!({"revoked": n})
             }
             SessionsAction::Revoke { all: true, .. } => {
-                serde_json::json!({"revoked": m.end_all().await?})
+                let n = m.end_all().await?;
+                crate::admin::revoked(&state, "all", None, n);
+                serde_json::json!({"revoked": n})
             }
             SessionsAction::Revoke { .. } => anyhow::bail!("give --subject, --sid or --all"),
         };

@@ -185,7 +185,19 @@ async fn the_cli_revokes_sessions_in_the_shared_store() {
     .await;
     let b = Browser::with_port_scope(testkit::cookies::PortScope::IgnorePort);
     stack.login(&b).await;
-    let cfg = common::running::write_secret("cli.toml", stack.config_of(0));
+    // The CLI writes its own audit events (an operator's revocation is one).
+    let audit = std::env::temp_dir().join(format!(
+        "portcullis-cli-audit-{}.jsonl",
+        portcullis::crypto::random::token::<6>().expect("rng")
+    ));
+    let cfg = common::running::write_secret(
+        "cli.toml",
+        &format!(
+            "{}\n[audit]\ntarget = \"file\"\npath = \"{}\"\n",
+            stack.config_of(0),
+            audit.display()
+        ),
+    );
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["sessions"])
@@ -210,6 +222,16 @@ async fn the_cli_revokes_sessions_in_the_shared_store() {
             "instance {i} sees the revocation at once"
         );
     }
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .expect("the CLI's audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let _ = std::fs::remove_file(&audit);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "operator_revocation");
+    assert_eq!(events[0]["reason"], "subject");
+    assert_eq!(events[0]["count"], 1);
     stack.login(&b).await;
     assert_eq!(run(&["revoke", "--all"])["revoked"], 1);
     assert_eq!(

@@ -117,18 +117,24 @@ async fn revoke(State(state): State<AppState>, Json(r): Json<RevokeRequest>) -> 
     };
     match result {
         Ok(n) => {
-            tracing::info!(revoked = n, "sessions revoked by an operator");
-            state.audit.event(AuditEvent {
-                event: "operator_revocation",
-                reason: Some(by),
-                subject: r.subject.as_deref(),
-                count: Some(n),
-                ..AuditEvent::default()
-            });
+            revoked(&state, by, r.subject.as_deref(), n);
             Json(json!({"revoked": n})).into_response()
         }
         Err(e) => store_failure(e),
     }
+}
+
+/// Logs and audits an operator's revocation (the admin API and the `sessions revoke` CLI).
+/// `by`: `subject`, `sid` or `all`.
+pub fn revoked(state: &AppState, by: &'static str, subject: Option<&str>, n: usize) {
+    tracing::info!(revoked = n, by, "sessions revoked by an operator");
+    state.audit.event(AuditEvent {
+        event: "operator_revocation",
+        reason: Some(by),
+        subject,
+        count: Some(n),
+        ..AuditEvent::default()
+    });
 }
 
 fn store_failure(e: SessionError) -> Response {

@@ -94,13 +94,6 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(problems) => {
-                    eprintln!("{}: {problems}", config.display());
-                    return ExitCode::FAILURE;
-                }
-            };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -108,6 +101,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // First, before the slow start-up steps (see `Hangup`).
+            let hangup = runtime.block_on(async { crate::server::Hangup::listen() });
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprintln!("{}: {problems}", config.display());
                     return ExitCode::FAILURE;
                 }
             };
@@ -124,7 +126,7 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             let (exporter, tracer) = otlp.unzip();
             crate::telemetry::init(cfg.log_format, tracer);
-            let result = runtime.block_on(crate::server::serve(cfg, config));
+            let result = runtime.block_on(crate::server::serve(cfg, config, hangup));
             if let Some(e) = exporter {
                 e.shutdown(); // flushes the last batch
             }

@@ -33,7 +33,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads everything, starts provider discovery in the background and serves until a signal.
 /// `path` is the config file, re-read on SIGHUP.
-pub async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+pub async fn serve(config: Config, path: PathBuf, hangup: Hangup) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen).await?;
     let admin = match &config.admin {
         Some(a) => Some(TcpListener::bind(a.listen).await?),
@@ -50,7 +50,7 @@ pub async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let live = Live::new(state);
     let reloader = Arc::new(Reloader::new(path, live.clone()));
     live.set_reloader(&reloader);
-    reload_on_sighup(reloader);
+    reload_on_sighup(hangup, reloader);
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     if let Some(listener) = admin {
         serve_live_admin(listener, Arc::clone(&live), admin_stopped);
@@ -60,27 +60,50 @@ pub async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     result
 }
 
-#[cfg(unix)]
-fn reload_on_sighup(reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the configuration");
-                    // Logged and counted inside; the old config keeps serving on error.
-                    let _ = reloader.reload().await;
+/// SIGHUP, taken over from its default action (ending the process) as early as possible: a
+/// reload sent while the process is still starting (`systemctl start` then `reload`) must not
+/// kill it, and systemd counts a death by SIGHUP as a clean exit, so it would not restart it.
+/// A SIGHUP received before serving starts is one reload right after.
+#[derive(Debug)]
+pub struct Hangup(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    /// Installs the handler; needs a Tokio runtime.
+    pub fn listen() -> Hangup {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(hup) => Hangup(Some(hup)),
+                Err(e) => {
+                    eprintln!(
+                        "warning: cannot listen for SIGHUP ({e}); reload via the admin listener only"
+                    );
+                    Hangup(None)
                 }
-            });
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload via the admin listener only")
-        }
+        #[cfg(not(unix))]
+        Hangup()
     }
 }
 
+#[cfg(unix)]
+fn reload_on_sighup(hangup: Hangup, reloader: Arc<Reloader>) {
+    let Hangup(Some(mut hup)) = hangup else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // Logged and counted inside; the old config keeps serving on error.
+            let _ = reloader.reload().await;
+        }
+    });
+}
+
 #[cfg(not(unix))]
-fn reload_on_sighup(_reloader: Arc<Reloader>) {}
+fn reload_on_sighup(_hangup: Hangup, _reloader: Arc<Reloader>) {}
 
 /// The operators' listener (see `crate::admin`) for a fixed state (tests).
 pub fn serve_admin(

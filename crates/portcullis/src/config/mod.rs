@@ -282,9 +282,38 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Config, Problems> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // The message and where, never the offending line itself: it may hold a secret
+            // written inline by mistake (`client_secret = "…"` is an unknown key), and this text
+            // goes to the terminal and, on a reload, to the logs.
+            let at = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let column = before.len() - line_start + 1;
+                // The key the line sets, when it is a plain `key = …` line: names are not secret.
+                let key = text[line_start..]
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split_once('='))
+                    .map(|(k, _)| k.trim())
+                    .filter(|k| {
+                        !k.is_empty()
+                            && k.len() <= 64
+                            && k.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+                            })
+                    })
+                    .map(|k| format!(" (`{k}`)"))
+                    .unwrap_or_default();
+                format!("line {line}, column {column}{key}: ")
+            });
             Problems(vec![Problem {
                 key: "<syntax>".into(),
-                message: e.to_string().trim().replace('\n', " "),
+                message: format!(
+                    "{}{}",
+                    at.unwrap_or_default(),
+                    e.message().trim().replace('\n', " ")
+                ),
             }])
         })?;
         Self::from_raw(raw)

@@ -54,6 +54,31 @@ fn unknown_keys_are_rejected() {
     assert!(err.to_string().contains("colour"), "{err}");
 }
 
+/// A secret written inline by mistake (an unknown key) is named, never echoed: syntax errors go
+/// to the terminal and, on a reload, to the logs.
+#[test]
+fn syntax_errors_never_echo_the_offending_line() {
+    let text = with_secrets("", "client_secret = \"Inline-Secret-Value-123\"");
+    let err = Config::from_toml(&text)
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("client_secret"), "{err}");
+    assert!(!err.contains("Inline-Secret-Value-123"), "{err}");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("client_secret ="))
+        .expect("the line")
+        + 1;
+    assert!(
+        err.contains(&format!("line {line}, column 1 (`client_secret`)")),
+        "{err}"
+    );
+    let broken = Config::from_toml("[server]\nlisten = \"unterminated-Secret-456\n")
+        .expect_err("syntax")
+        .to_string();
+    assert!(!broken.contains("Secret-456"), "{broken}");
+}
+
 #[test]
 fn every_problem_is_reported_with_its_key() {
     let text = with_secrets(

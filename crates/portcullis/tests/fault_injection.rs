@@ -236,6 +236,47 @@ async fn slowloris_connections_are_cut_while_normal_traffic_is_served() {
     );
 }
 
+/// The admin listener checks its bearer token only once the headers are complete, so anyone who
+/// can reach it could otherwise hold connections open for ever: it has the same header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_on_the_admin_listener_too() {
+    let token = portcullis::crypto::keyring::KeyRing::generate_encoded().expect("rng");
+    let token_file = common::running::write_secret("admin-token", &token);
+    let stack = Stack::start_with(Options {
+        server_extra: "header_read_timeout = \"2s\"".into(),
+        extra_toml: format!("\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"{token_file}\"\n"),
+        ..Options::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    portcullis::server::serve_admin(listener, stack.state().clone(), stopped);
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        slow.spawn(slowloris(port));
+    }
+    let bearer = format!("Bearer {token}");
+    let metrics = within(
+        "metrics",
+        Browser::new().get_with(
+            &format!("http://127.0.0.1:{port}/metrics"),
+            &[("authorization", bearer.as_str())],
+        ),
+    )
+    .await
+    .expect("metrics");
+    assert_eq!(metrics.status.as_u16(), 200, "served during the attack");
+    while let Some(closed) = slow.join_next().await {
+        assert!(
+            closed.expect("join"),
+            "a slow-header admin connection stayed open"
+        );
+    }
+}
+
 /// SIGSTOP/SIGCONT of the provider's process: a hang, then recovery with its state intact.
 /// Resumes on drop, so a failing test never leaves a stopped process behind.
 struct Hung(u32);

@@ -5,13 +5,14 @@
 //! and in-flight requests drain for up to `server.drain_timeout`. Accepted connections are served
 //! on worker threads, one connection on one thread for its whole life (`server/workers.rs`).
 
+mod admin;
 mod live;
 mod tls;
 mod workers;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use axum::{Router, extract::ConnectInfo};
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -23,6 +24,7 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+pub use admin::{serve_admin, serve_live_admin};
 pub use live::Live;
 pub use workers::{PerWorker, default_count as default_worker_count};
 
@@ -104,39 +106,6 @@ fn reload_on_sighup(hangup: Hangup, reloader: Arc<Reloader>) {
 
 #[cfg(not(unix))]
 fn reload_on_sighup(_hangup: Hangup, _reloader: Arc<Reloader>) {}
-
-/// The operators' listener (see `crate::admin`) for a fixed state (tests).
-pub fn serve_admin(
-    listener: TcpListener,
-    state: AppState,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    serve_live_admin(listener, Live::new(state), stop);
-}
-
-/// The operators' listener on the live state, stopped together with the main one.
-pub fn serve_live_admin(
-    listener: TcpListener,
-    live: Arc<Live>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let router =
-        Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
-            live.admin().oneshot(req)
-        }));
-    tokio::spawn(async move {
-        tracing::info!(addr = ?listener.local_addr().ok(), "admin listener");
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
-}
 
 /// Serves `state` on an already bound listener until `shutdown` completes (tests bind port 0).
 pub async fn run(

@@ -15,7 +15,7 @@ use std::{
 use axum::{extract::Request, response::Response};
 use bytes::Bytes;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text},
     metrics::{
         counter::Counter,
         family::Family,
@@ -66,15 +66,49 @@ struct OpLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
+struct RouteKindLabels {
+    route: String,
     kind: &'static str,
 }
+
+/// A route prefix or an aggregate path, as a label value: bounded by the configuration, and
+/// shared, so recording a request clones a pointer rather than a string.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteName(Arc<str>);
+
+impl RouteName {
+    pub fn new(name: &str) -> Self {
+        RouteName(Arc::from(name))
+    }
+}
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatusLabels {
+    route: RouteName,
+    status: u16,
+}
+
+/// How long the upstream took for a proxied response (set by the proxy in the response's
+/// extensions), so the outermost layer can record the gateway's own share.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTime(pub Duration);
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 1 ms … ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// For the gateway's own work and store round trips: 50 µs … ~0.8 s.
+fn fine_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
 }
 
 /// The gateway's metrics. Cheap to share (`Arc`); see the module docs.
@@ -84,11 +118,14 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<ClassLabel>,
     upstream_duration: Histogram,
+    overhead: Histogram,
+    route_requests: Family<RouteStatusLabels, Counter>,
     logins: Family<LoginLabels, Counter>,
     refreshes: Family<OutcomeLabel, Counter>,
     csrf_rejections: Family<ReasonLabel, Counter>,
     store_errors: Family<OpLabel, Counter>,
-    upstream_errors: Family<KindLabel, Counter>,
+    store_duration: HistogramFamily<OpLabel>,
+    upstream_errors: Family<RouteKindLabels, Counter>,
     config_reloads: Family<OutcomeLabel, Counter>,
     memory_store: OnceLock<Arc<MemoryStore>>,
     hot: HotLabels,
@@ -137,6 +174,18 @@ impl Metrics {
             "Time from sending a proxied request to the upstream's response headers (or error)",
             upstream_duration.clone(),
         );
+        let overhead = fine_histogram();
+        registry.register(
+            "gateway_overhead_seconds",
+            "Proxied requests: whole request minus the upstream's time to response headers",
+            overhead.clone(),
+        );
+        let route_requests = Family::<RouteStatusLabels, Counter>::default();
+        registry.register(
+            "route_requests",
+            "Responses of configured routes and aggregates, by route (prefix or aggregate path) and status code",
+            route_requests.clone(),
+        );
         let logins = Family::<LoginLabels, Counter>::default();
         registry.register(
             "logins",
@@ -161,10 +210,16 @@ impl Metrics {
             "Session store operations that failed, by operation",
             store_errors.clone(),
         );
-        let upstream_errors = Family::<KindLabel, Counter>::default();
+        let store_duration: HistogramFamily<OpLabel> = Family::new_with_constructor(fine_histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Session store operations, failed ones included, by operation",
+            store_duration.clone(),
+        );
+        let upstream_errors = Family::<RouteKindLabels, Counter>::default();
         registry.register(
             "upstream_errors",
-            "Proxied requests that got no upstream response, by kind",
+            "Proxied requests that got no upstream response, by route and kind",
             upstream_errors.clone(),
         );
         let config_reloads = Family::<OutcomeLabel, Counter>::default();
@@ -178,10 +233,13 @@ impl Metrics {
             requests,
             request_duration,
             upstream_duration,
+            overhead,
+            route_requests,
             logins,
             refreshes,
             csrf_rejections,
             store_errors,
+            store_duration,
             upstream_errors,
             config_reloads,
             memory_store: OnceLock::new(),
@@ -230,10 +288,28 @@ impl Metrics {
         self.upstream_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// `kind`: `timeout`, `connect` or `other`.
-    pub fn upstream_error(&self, kind: &'static str) {
+    /// A response of a configured route or aggregate.
+    pub fn route_request(&self, route: &RouteName, status: u16) {
+        self.route_requests
+            .get_or_create(&RouteStatusLabels {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+    }
+
+    /// The gateway's own time for a proxied request (the whole minus the upstream's).
+    pub fn overhead(&self, elapsed: Duration) {
+        self.overhead.observe(elapsed.as_secs_f64());
+    }
+
+    /// `route`: the route's prefix; `kind`: `timeout`, `connect` or `other`.
+    pub fn upstream_error(&self, route: &str, kind: &'static str) {
         self.upstream_errors
-            .get_or_create(&KindLabel { kind })
+            .get_or_create(&RouteKindLabels {
+                route: route.to_owned(),
+                kind,
+            })
             .inc();
     }
 
@@ -271,6 +347,12 @@ impl Metrics {
         self.store_errors.get_or_create(&OpLabel { op }).inc();
     }
 
+    pub fn store_operation(&self, op: &'static str, elapsed: Duration) {
+        self.store_duration
+            .get_or_create(&OpLabel { op })
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// The exposition text (OpenMetrics), CSP report counts appended.
     pub fn render(&self, csp_reports: &[(String, u64)]) -> String {
         let mut out = String::with_capacity(8192);
@@ -300,18 +382,19 @@ impl Metrics {
     }
 }
 
-/// The route class of a path: a bounded label.
-pub fn route_class(state: &AppState, path: &str) -> &'static str {
+/// The route class of a path (a bounded label) and, for a configured route or aggregate, its
+/// name (prefix or aggregate path).
+pub fn route_class(state: &AppState, path: &str) -> (&'static str, Option<RouteName>) {
     if path == "/healthz" || path == "/readyz" {
-        "health"
+        ("health", None)
     } else if path_within(path, &state.config.bff_prefix) {
-        "bff"
-    } else if state.proxy.has_route(path) {
-        "api"
+        ("bff", None)
+    } else if let Some(name) = state.proxy.route_name(path) {
+        ("api", Some(name.clone()))
     } else if state.config.static_files.is_some() {
-        "static"
+        ("static", None)
     } else {
-        "other"
+        ("other", None)
     }
 }
 
@@ -320,19 +403,24 @@ pub fn route_class(state: &AppState, path: &str) -> &'static str {
 pub struct Track(pub AppState);
 
 impl Around for Track {
-    type Carry = (&'static str, std::time::Instant);
+    type Carry = (&'static str, Option<RouteName>, std::time::Instant);
 
     fn before(&self, req: &mut Request) -> Before<Self::Carry> {
-        Before::Continue((
-            route_class(&self.0, req.uri().path()),
-            std::time::Instant::now(),
-        ))
+        let (class, route) = route_class(&self.0, req.uri().path());
+        Before::Continue((class, route, std::time::Instant::now()))
     }
 
-    fn after(&self, (class, started): Self::Carry, resp: &mut Response) {
-        self.0
-            .metrics
-            .request(class, resp.status().as_u16(), started.elapsed());
+    fn after(&self, (class, route, started): Self::Carry, resp: &mut Response) {
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        let metrics = &self.0.metrics;
+        metrics.request(class, status, elapsed);
+        if let Some(route) = &route {
+            metrics.route_request(route, status);
+        }
+        if let Some(UpstreamTime(upstream)) = resp.extensions().get() {
+            metrics.overhead(elapsed.saturating_sub(*upstream));
+        }
     }
 }
 
@@ -348,7 +436,15 @@ impl MeteredStore {
         MeteredStore { inner, metrics }
     }
 
-    fn count<T>(&self, op: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Times the operation and counts its failure.
+    async fn count<T>(
+        &self,
+        op: &'static str,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let r = operation.await;
+        self.metrics.store_operation(op, started.elapsed());
         if r.is_err() {
             self.metrics.store_error(op);
         }
@@ -359,10 +455,10 @@ impl MeteredStore {
 #[async_trait::async_trait]
 impl SessionStore for MeteredStore {
     async fn get(&self, key: &StoreKey) -> Result<Option<Entry>, StoreError> {
-        self.count("get", self.inner.get(key).await)
+        self.count("get", self.inner.get(key)).await
     }
     async fn set(&self, key: &StoreKey, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
-        self.count("set", self.inner.set(key, value, ttl).await)
+        self.count("set", self.inner.set(key, value, ttl)).await
     }
     async fn replace(
         &self,
@@ -370,26 +466,27 @@ impl SessionStore for MeteredStore {
         value: Bytes,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.count("replace", self.inner.replace(key, value, ttl).await)
+        self.count("replace", self.inner.replace(key, value, ttl))
+            .await
     }
     async fn touch(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
-        self.count("touch", self.inner.touch(key, ttl).await)
+        self.count("touch", self.inner.touch(key, ttl)).await
     }
     async fn take(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
-        self.count("take", self.inner.take(key).await)
+        self.count("take", self.inner.take(key)).await
     }
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.count("delete", self.inner.delete(key).await)
+        self.count("delete", self.inner.delete(key)).await
     }
     async fn try_lock(
         &self,
         key: &StoreKey,
         lease: Duration,
     ) -> Result<Option<LockToken>, StoreError> {
-        self.count("lock", self.inner.try_lock(key, lease).await)
+        self.count("lock", self.inner.try_lock(key, lease)).await
     }
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
-        self.count("unlock", self.inner.unlock(key, token).await)
+        self.count("unlock", self.inner.unlock(key, token)).await
     }
     async fn index_add(
         &self,
@@ -397,19 +494,23 @@ impl SessionStore for MeteredStore {
         member: &StoreKey,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.count("index_add", self.inner.index_add(index, member, ttl).await)
+        self.count("index_add", self.inner.index_add(index, member, ttl))
+            .await
     }
     async fn index_members(&self, index: &IndexKey) -> Result<Vec<StoreKey>, StoreError> {
-        self.count("index_members", self.inner.index_members(index).await)
+        self.count("index_members", self.inner.index_members(index))
+            .await
     }
     async fn index_remove(&self, index: &IndexKey, member: &StoreKey) -> Result<(), StoreError> {
-        self.count("index_remove", self.inner.index_remove(index, member).await)
+        self.count("index_remove", self.inner.index_remove(index, member))
+            .await
     }
     async fn delete_all(&self, prefix: &str) -> Result<usize, StoreError> {
-        self.count("delete_all", self.inner.delete_all(prefix).await)
+        self.count("delete_all", self.inner.delete_all(prefix))
+            .await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.count("ping", self.inner.ping().await)
+        self.count("ping", self.inner.ping()).await
     }
 }
 

@@ -164,8 +164,35 @@ async fn metrics_move_and_audit_events_carry_no_secrets() {
         3.0
     );
     assert!(sample(&after, "portcullis_store_entries", &[]) >= 1.0);
-    // Bounded labels: no path, host or user in any series.
-    for bad in ["/api/orders", "127.0.0.1", "alice", &record.record.sub] {
+    // Per route: the configured prefix (a bounded label), never the request's path.
+    assert_eq!(
+        delta(
+            "portcullis_route_requests_total",
+            &[("route", "/api/orders"), ("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "portcullis_route_requests_total",
+            &[("route", "/api/orders"), ("status", "403")]
+        ),
+        2.0
+    );
+    // The gateway's own share, for the one request that reached the upstream.
+    assert_eq!(
+        delta("portcullis_gateway_overhead_seconds_count", &[]),
+        1.0
+    );
+    assert!(
+        delta(
+            "portcullis_store_operation_duration_seconds_count",
+            &[("op", "get")]
+        ) >= 3.0,
+        "a session read per request"
+    );
+    // Bounded labels: no request path, host or user in any series.
+    for bad in ["/api/orders/1", "127.0.0.1", "alice", &record.record.sub] {
         assert!(
             !after
                 .lines()

@@ -224,7 +224,7 @@ async fn fetch(
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(aggregate = %agg.path, part = %part.name, timeout = ?part.timeout, "aggregate part timed out");
-            state.metrics.upstream_error("timeout");
+            state.metrics.upstream_error(&part.route, "timeout");
             Err(Failed(StatusCode::GATEWAY_TIMEOUT))
         }
     }

@@ -95,17 +95,22 @@ pub struct AggregateConfig {
 }
 
 impl AggregateConfig {
-    /// `true` when `path` is this aggregate's path, a `{name}` segment matching any non-empty
-    /// segment (as the router matches it: on the raw path).
+    /// `true` when `path` is this aggregate's path (see [`path_matches`]).
     pub fn matches(&self, path: &str) -> bool {
-        let mut want = self.path.split('/');
-        let mut got = path.split('/');
-        loop {
-            match (want.next(), got.next()) {
-                (None, None) => return true,
-                (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
-                _ => return false,
-            }
+        path_matches(&self.path, path)
+    }
+}
+
+/// `true` when `path` matches the aggregate path `pattern`, a `{name}` segment matching any
+/// non-empty segment (as the router matches it: on the raw path).
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+            _ => return false,
         }
     }
 }

@@ -23,6 +23,7 @@ use url::Url;
 use crate::crypto::keyring::KeyRing;
 pub use compose::{
     AggregateConfig, ComposeConfig, PROFILE_HEADER, PartConfig, ProfileConfig, RoutePolicy,
+    path_matches,
 };
 pub use headers::{HeadersConfig, Hsts};
 pub use pwa::{CspConfig, StaticConfig};

@@ -26,6 +26,7 @@ use crate::{
     compose,
     config::{Config, RouteConfig, path_within},
     http::{client_ip, problem::ApiError},
+    metrics::{RouteName, UpstreamTime},
     server::PerWorker,
     session::layer::CurrentSession,
 };
@@ -33,6 +34,8 @@ use crate::{
 #[derive(Debug)]
 struct Route {
     cfg: RouteConfig,
+    /// The prefix, as a metrics label.
+    name: RouteName,
     /// One connection pool per worker thread: a request borrows a connection driven by its own
     /// thread (see `server::PerWorker`).
     pool: PerWorker<Arc<pool::Pool>>,
@@ -44,6 +47,8 @@ struct Route {
 pub struct Proxy {
     /// Longest prefix first, so the most specific route wins.
     routes: Vec<Route>,
+    /// Aggregate paths (patterns), each with its metrics label.
+    aggregates: Vec<(String, RouteName)>,
     max_body: usize,
 }
 
@@ -57,6 +62,7 @@ impl Proxy {
                 let tls = client::tls_for(r)?;
                 Ok(Route {
                     cfg: r.clone(),
+                    name: RouteName::new(&r.prefix),
                     pool: PerWorker::try_new(workers, || {
                         let limits = pool::Limits {
                             connect_timeout: r.connect_timeout,
@@ -76,6 +82,12 @@ impl Proxy {
         routes.sort_by_key(|r| std::cmp::Reverse(r.cfg.prefix.len()));
         Ok(Proxy {
             routes,
+            aggregates: config
+                .compose
+                .aggregates
+                .iter()
+                .map(|a| (a.path.clone(), RouteName::new(&a.path)))
+                .collect(),
             max_body: usize::try_from(config.server.max_request_body).unwrap_or(usize::MAX),
         })
     }
@@ -83,6 +95,15 @@ impl Proxy {
     /// Whether a configured route claims `path`.
     pub fn has_route(&self, path: &str) -> bool {
         self.route_for(path).is_some()
+    }
+
+    /// The aggregate whose path matches `path`, else the route claiming it, as a metrics label.
+    pub fn route_name(&self, path: &str) -> Option<&RouteName> {
+        self.aggregates
+            .iter()
+            .find(|(pattern, _)| crate::config::path_matches(pattern, path))
+            .map(|(_, name)| name)
+            .or_else(|| self.route_for(path).map(|r| &r.name))
     }
 
     /// Whether the route claiming `path` is `public = true` (see `crate::csrf`).
@@ -191,17 +212,19 @@ async fn forward(
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, proxy.max_body));
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(route.cfg.timeout, route.pool.get().send(upstream_req)).await;
-    state.metrics.upstream(started.elapsed());
+    let upstream_time = started.elapsed();
+    state.metrics.upstream(upstream_time);
     let resp = match sent {
         Err(_) => {
             tracing::warn!(route = %route.cfg.prefix, timeout = ?route.cfg.timeout, "upstream timed out");
-            state.metrics.upstream_error("timeout");
+            state.metrics.upstream_error(&route.cfg.prefix, "timeout");
             return Err(ApiError::GatewayTimeout);
         }
         Ok(Err(e)) => return Err(classify(state, &route.cfg, &e, e.is_connect())),
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
+    parts.extensions.insert(UpstreamTime(upstream_time));
     headers::downstream_response(&mut parts.headers);
     if sse::is_event_stream(&parts.headers) {
         let handle = state.sessions.streams().open(
@@ -271,16 +294,18 @@ async fn forward_public(
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, state.proxy.max_body));
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(route.cfg.timeout, route.pool.get().send(upstream_req)).await;
-    state.metrics.upstream(started.elapsed());
+    let upstream_time = started.elapsed();
+    state.metrics.upstream(upstream_time);
     let resp = match sent {
         Err(_) => {
-            state.metrics.upstream_error("timeout");
+            state.metrics.upstream_error(&route.cfg.prefix, "timeout");
             return Err(ApiError::GatewayTimeout);
         }
         Ok(Err(e)) => return Err(classify(state, &route.cfg, &e, e.is_connect())),
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
+    parts.extensions.insert(UpstreamTime(upstream_time));
     headers::downstream_response(&mut parts.headers);
     plan.finish(parts, body, route.cfg.timeout).await
 }
@@ -367,10 +392,10 @@ fn classify(
     }
     if connect {
         tracing::warn!(route = %route.prefix, error = %e, "upstream connection failed");
-        state.metrics.upstream_error("connect");
+        state.metrics.upstream_error(&route.prefix, "connect");
     } else {
         tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
-        state.metrics.upstream_error("other");
+        state.metrics.upstream_error(&route.prefix, "other");
     }
     ApiError::BadGateway
 }

@@ -153,7 +153,7 @@ pub async fn connect(
     let mut resp = match sent {
         Err(_) => {
             tracing::warn!(route = %route.cfg.prefix, "upstream WebSocket handshake timed out");
-            state.metrics.upstream_error("timeout");
+            state.metrics.upstream_error(&route.cfg.prefix, "timeout");
             return Err(ApiError::GatewayTimeout);
         }
         Ok(Err(e)) => return Err(super::classify(state, &route.cfg, &e, e.is_connect())),

@@ -180,10 +180,7 @@ async fn metrics_move_and_audit_events_carry_no_secrets() {
         2.0
     );
     // The gateway's own share, for the one request that reached the upstream.
-    assert_eq!(
-        delta("portcullis_gateway_overhead_seconds_count", &[]),
-        1.0
-    );
+    assert_eq!(delta("portcullis_gateway_overhead_seconds_count", &[]), 1.0);
     assert!(
         delta(
             "portcullis_store_operation_duration_seconds_count",

@@ -12,7 +12,23 @@ impl Validator {
         let target = match (raw.target.as_deref(), raw.path) {
             (None | Some("stderr"), None) => Some(AuditTarget::Stderr),
             (Some("stdout"), None) => Some(AuditTarget::Stdout),
-            (Some("file"), Some(p)) if !p.is_empty() => Some(AuditTarget::File(p.into())),
+            (Some("file"), Some(p)) if !p.is_empty() => {
+                // Caught here, so `check-config` and a reload refuse it, not only `serve`.
+                let path = std::path::PathBuf::from(p);
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => std::path::PathBuf::from("."),
+                };
+                if dir.is_dir() && !path.is_dir() {
+                    Some(AuditTarget::File(path))
+                } else {
+                    self.problem(
+                        "audit.path",
+                        format!("`{}`: not a file in an existing directory", path.display()),
+                    );
+                    None
+                }
+            }
             (Some("file"), _) => {
                 self.problem("audit.path", "required with target = \"file\"");
                 None

@@ -142,6 +142,11 @@ fn audit_section_is_validated() {
         ("target = \"file\"", "audit.path"),
         ("target = \"syslog\"", "audit.target"),
         ("path = \"/tmp/x\"", "audit.path"),
+        (
+            "target = \"file\"\npath = \"/nonexistent-portcullis-dir/audit.jsonl\"",
+            "audit.path",
+        ),
+        ("target = \"file\"\npath = \"/tmp\"", "audit.path"),
         ("subject = \"maybe\"", "audit.subject"),
         (
             "hash_key_env = \"PORTCULLIS_TEST_UNSET_AUDIT_KEY\"",

@@ -38,7 +38,9 @@ pub(super) fn from_token_request(
             OidcError::Unavailable(format!("token endpoint: {}", r.error().as_ref()))
         }
         RequestTokenError::ServerResponse(r) => OidcError::Rejected(r.error().as_ref().to_owned()),
-        RequestTokenError::Request(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
+        RequestTokenError::Request(e) => {
+            OidcError::Unavailable(format!("token endpoint: {}", with_causes(&e)))
+        }
         // `openidconnect` parses the ID token along with the response: a token response that is
         // well-formed JSON but carries an unparsable ID token is a bad token, not an outage.
         RequestTokenError::Parse(e, body) if is_token_response_json(&body) => {
@@ -51,8 +53,45 @@ pub(super) fn from_token_request(
     }
 }
 
+/// An error with its causes, `a: b: c`: the HTTP client's own message ("client error") does not
+/// tell a refused connection from a name that does not resolve or a certificate problem.
+pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 fn is_token_response_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .is_some_and(|v| v.get("access_token").is_some() && v.get("id_token").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_kept() {
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            with_causes(&e),
+            "client error: Connection refused (os error 111)"
+        );
+    }
 }

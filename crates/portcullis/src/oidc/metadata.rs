@@ -131,7 +131,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     let response = http
         .call(request)
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(super::error::with_causes(&e)))?;
     if response.status() != openidconnect::http::StatusCode::OK {
         return Err(unavailable(format!("{url} answered {}", response.status())));
     }

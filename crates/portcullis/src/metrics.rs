@@ -72,19 +72,48 @@ struct RouteKindLabels {
 }
 
 /// A route prefix or an aggregate path, as a label value: bounded by the configuration, and
-/// shared, so recording a request clones a pointer rather than a string.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct RouteName(Arc<str>);
+/// shared, so recording a request clones a pointer rather than a string. It carries the handles
+/// of its common statuses' counters (see [`HotLabels`]); equality and hashing are by name only,
+/// so the routes a reload builds count on in the same series.
+#[derive(Clone, Debug)]
+pub struct RouteName(Arc<RouteNameInner>);
+
+#[derive(Debug)]
+struct RouteNameInner {
+    name: Box<str>,
+    hot: [OnceLock<Counter>; HOT_STATUSES.len()],
+}
 
 impl RouteName {
     pub fn new(name: &str) -> Self {
-        RouteName(Arc::from(name))
+        RouteName(Arc::new(RouteNameInner {
+            name: name.into(),
+            hot: Default::default(),
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl PartialEq for RouteName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for RouteName {}
+
+impl std::hash::Hash for RouteName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
     }
 }
 
 impl EncodeLabelValue for RouteName {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        encoder.write_str(&self.0)
+        encoder.write_str(&self.0.name)
     }
 }
 
@@ -93,11 +122,6 @@ struct RouteStatusLabels {
     route: RouteName,
     status: u16,
 }
-
-/// How long the upstream took for a proxied response (set by the proxy in the response's
-/// extensions), so the outermost layer can record the gateway's own share.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamTime(pub Duration);
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -135,6 +159,22 @@ pub struct Metrics {
 const CLASSES: [&str; 5] = ["health", "bff", "api", "static", "other"];
 /// The statuses almost every response has; others go through the family's hash map.
 const HOT_STATUSES: [u16; 12] = [200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 503];
+/// The session store's operations (`MeteredStore`), most frequent first.
+const STORE_OPS: [&str; 13] = [
+    "get",
+    "touch",
+    "set",
+    "replace",
+    "take",
+    "delete",
+    "lock",
+    "unlock",
+    "index_add",
+    "index_members",
+    "index_remove",
+    "delete_all",
+    "ping",
+];
 
 /// Handles to the request counters and histograms of the common label sets, resolved on first
 /// use: recording is then an atomic add, with no lock and no label hashing (docs/performance.md).
@@ -144,6 +184,7 @@ const HOT_STATUSES: [u16; 12] = [200, 201, 204, 206, 301, 302, 304, 400, 401, 40
 struct HotLabels {
     durations: [OnceLock<Histogram>; CLASSES.len()],
     requests: [[OnceLock<Counter>; HOT_STATUSES.len()]; CLASSES.len()],
+    store: [OnceLock<Histogram>; STORE_OPS.len()],
 }
 
 impl Default for Metrics {
@@ -290,15 +331,21 @@ impl Metrics {
 
     /// A response of a configured route or aggregate.
     pub fn route_request(&self, route: &RouteName, status: u16) {
-        self.route_requests
-            .get_or_create(&RouteStatusLabels {
+        let family = || {
+            self.route_requests.get_or_create(&RouteStatusLabels {
                 route: route.clone(),
                 status,
             })
-            .inc();
+        };
+        match HOT_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => route.0.hot[i]
+                .get_or_init(|| Counter::clone(&family()))
+                .inc(),
+            None => family().inc(),
+        };
     }
 
-    /// The gateway's own time for a proxied request (the whole minus the upstream's).
+    /// The gateway's own time for a proxied request: from its arrival to its sending upstream.
     pub fn overhead(&self, elapsed: Duration) {
         self.overhead.observe(elapsed.as_secs_f64());
     }
@@ -348,9 +395,12 @@ impl Metrics {
     }
 
     pub fn store_operation(&self, op: &'static str, elapsed: Duration) {
-        self.store_duration
-            .get_or_create(&OpLabel { op })
-            .observe(elapsed.as_secs_f64());
+        let family = || Histogram::clone(&self.store_duration.get_or_create(&OpLabel { op }));
+        let seconds = elapsed.as_secs_f64();
+        match STORE_OPS.iter().position(|o| *o == op) {
+            Some(i) => self.hot.store[i].get_or_init(family).observe(seconds),
+            None => family().observe(seconds),
+        }
     }
 
     /// The exposition text (OpenMetrics), CSP report counts appended.
@@ -417,9 +467,6 @@ impl Around for Track {
         metrics.request(class, status, elapsed);
         if let Some(route) = &route {
             metrics.route_request(route, status);
-        }
-        if let Some(UpstreamTime(upstream)) = resp.extensions().get() {
-            metrics.overhead(elapsed.saturating_sub(*upstream));
         }
     }
 }
@@ -517,6 +564,27 @@ impl SessionStore for MeteredStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload builds new routes: their names must count on in the same series, through the
+    /// cached handles (200) and the family (418) alike.
+    #[test]
+    fn routes_rebuilt_by_a_reload_share_their_series() {
+        let m = Metrics::new();
+        for _ in 0..2 {
+            let route = RouteName::new("/api/orders");
+            m.route_request(&route, 200);
+            m.route_request(&route, 418);
+        }
+        m.route_request(&RouteName::new("/api/users/{id}/card"), 200);
+        let text = m.render(&[]);
+        for line in [
+            "portcullis_route_requests_total{route=\"/api/orders\",status=\"200\"} 2",
+            "portcullis_route_requests_total{route=\"/api/orders\",status=\"418\"} 2",
+            "portcullis_route_requests_total{route=\"/api/users/{id}/card\",status=\"200\"} 1",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
 
     #[test]
     fn render_has_counters_csp_and_eof() {

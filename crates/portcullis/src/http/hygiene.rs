@@ -17,9 +17,11 @@ use super::{
 };
 
 /// Marks a request the server read off a connection (set by `server`), as opposed to one built
-/// in-process.
+/// in-process, with when its head had been read (for `portcullis_gateway_overhead_seconds`).
 #[derive(Debug, Clone, Copy)]
-pub struct FromListener;
+pub struct FromListener {
+    pub arrived: std::time::Instant,
+}
 
 /// The hygiene layer: refuses what the module docs list, with 400, before any routing.
 #[derive(Debug, Clone, Copy)]

@@ -26,7 +26,7 @@ use crate::{
     compose,
     config::{Config, RouteConfig, path_within},
     http::{client_ip, problem::ApiError},
-    metrics::{RouteName, UpstreamTime},
+    metrics::RouteName,
     server::PerWorker,
     session::layer::CurrentSession,
 };
@@ -193,6 +193,7 @@ async fn forward(
     // peer's own address is always appended.
     let peer = client_ip::peer_addr(&req);
     let prior_xff = forwarded_chain(state, peer, req.headers());
+    let arrived = arrival(&req);
     let (mut parts, body) = req.into_parts();
     headers::upstream_request(
         &mut parts.headers,
@@ -212,8 +213,7 @@ async fn forward(
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, proxy.max_body));
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(route.cfg.timeout, route.pool.get().send(upstream_req)).await;
-    let upstream_time = started.elapsed();
-    state.metrics.upstream(upstream_time);
+    record_times(state, arrived, started);
     let resp = match sent {
         Err(_) => {
             tracing::warn!(route = %route.cfg.prefix, timeout = ?route.cfg.timeout, "upstream timed out");
@@ -224,7 +224,6 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
-    parts.extensions.insert(UpstreamTime(upstream_time));
     headers::downstream_response(&mut parts.headers);
     if sse::is_event_stream(&parts.headers) {
         let handle = state.sessions.streams().open(
@@ -277,6 +276,7 @@ async fn forward_public(
     let uri = upstream_uri(&route.cfg, req.uri())?;
     let peer = client_ip::peer_addr(&req);
     let prior_xff = forwarded_chain(state, peer, req.headers());
+    let arrived = arrival(&req);
     let (mut parts, body) = req.into_parts();
     headers::upstream_request(
         &mut parts.headers,
@@ -294,8 +294,7 @@ async fn forward_public(
     let upstream_req = http::Request::from_parts(parts, Limited::new(body, state.proxy.max_body));
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(route.cfg.timeout, route.pool.get().send(upstream_req)).await;
-    let upstream_time = started.elapsed();
-    state.metrics.upstream(upstream_time);
+    record_times(state, arrived, started);
     let resp = match sent {
         Err(_) => {
             state.metrics.upstream_error(&route.cfg.prefix, "timeout");
@@ -305,7 +304,6 @@ async fn forward_public(
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
-    parts.extensions.insert(UpstreamTime(upstream_time));
     headers::downstream_response(&mut parts.headers);
     plan.finish(parts, body, route.cfg.timeout).await
 }
@@ -367,6 +365,24 @@ pub(crate) async fn access_token(
                 ..AuditEvent::default()
             });
         })
+}
+
+/// When the request's head was read off its connection (`None` for in-process requests).
+fn arrival(req: &Request) -> Option<std::time::Instant> {
+    req.extensions()
+        .get::<crate::http::hygiene::FromListener>()
+        .map(|f| f.arrived)
+}
+
+/// The upstream's time to response headers (sent at `sent`, answered now) and the gateway's own
+/// share before it: from the request's arrival to the send.
+fn record_times(state: &AppState, arrived: Option<std::time::Instant>, sent: std::time::Instant) {
+    state.metrics.upstream(sent.elapsed());
+    if let Some(arrived) = arrived {
+        state
+            .metrics
+            .overhead(sent.saturating_duration_since(arrived));
+    }
 }
 
 /// What the browser is told when an upstream exchange failed (`connect`: no connection was made).

@@ -280,7 +280,9 @@ impl hyper::service::Service<http::Request<Incoming>> for PublicService {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut()
-            .insert(crate::http::hygiene::FromListener);
+            .insert(crate::http::hygiene::FromListener {
+                arrived: std::time::Instant::now(),
+            });
         self.live.public().oneshot(req)
     }
 }

@@ -1,5 +1,5 @@
 import { CSRF_HEADER, SAFE_METHODS, clientInternals, tokenRedirectMode, type PortcullisClient } from "./client.js";
-import { PROBLEM_CSRF } from "./problem.js";
+import { PROBLEM_CSRF, PROBLEM_UNAUTHENTICATED } from "./problem.js";
 
 /** The part of an Axios request config this adapter reads and writes (structurally typed: Axios is not imported). */
 export interface AxiosLikeConfig {
@@ -143,7 +143,10 @@ export function attachAxios(axios: AxiosLikeInstance, client: PortcullisClient):
           return axios.request(config);
         }
       }
-      if (status === 401 && sameOrigin) internals.sessionExpired();
+      // The gateway's own 401 only: an upstream's 401 passes through and says nothing about the session.
+      if (status === 401 && sameOrigin && problemType(error.response?.data) === PROBLEM_UNAUTHENTICATED) {
+        internals.sessionExpired();
+      }
       throw error;
     },
   );

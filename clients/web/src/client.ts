@@ -1,4 +1,4 @@
-import { PROBLEM_CSRF, PortcullisError, readProblem } from "./problem.js";
+import { PROBLEM_CSRF, PROBLEM_UNAUTHENTICATED, PortcullisError, readProblem } from "./problem.js";
 
 /** The user's session as `GET /bff/session` describes it, without the anti-CSRF token (kept inside the client). */
 export interface Session {
@@ -46,7 +46,8 @@ export interface PortcullisClient {
   /** `POST <basePath>/logout` with the CSRF token, forgets the token, then follows `logoutUrl` unless `navigate: false`. */
   logout(options?: LogoutOptions): Promise<LogoutResult>;
   /**
-   * `fetch` with the gateway's rules: CSRF header (same origin, unsafe methods), one retry on a CSRF 403, 401 event.
+   * `fetch` with the gateway's rules: CSRF header (same origin, unsafe methods), one retry on a CSRF 403, the
+   * `session-expired` event on the gateway's own 401 (problem type `unauthenticated`; an upstream's 401 passes through).
    * A request that gets the header never follows a redirect (`redirect: "error"`, or the caller's `"manual"`):
    * browsers keep custom headers across a 307 to another origin, so following one would hand the token over.
    */
@@ -265,7 +266,11 @@ export function createClient(options: ClientOptions = {}): PortcullisClient {
         }
       }
     }
-    if (sameOrigin && response.status === 401 && notifyExpiry) sessionExpired();
+    // Only the gateway's own 401 means the session is gone: an upstream's 401 ("not your resource") passes through
+    // unchanged and must not sign the user out (apps clear their confidential data on this event).
+    if (sameOrigin && response.status === 401 && notifyExpiry && (await readProblem(response))?.type === PROBLEM_UNAUTHENTICATED) {
+      sessionExpired();
+    }
     return response;
   }
 

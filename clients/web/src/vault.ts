@@ -177,9 +177,13 @@ export function createVault(options: VaultOptions = {}): Vault {
     return binding;
   }
 
-  /** The owner entry changed under this page: another tab signed out, or bound the vault to someone else. */
-  function rebound(): VaultError {
-    unbind();
+  /**
+   * The owner entry changed under this page: another tab signed out, or bound the vault to someone else. Forgets
+   * `stale`, the binding the failed operation started with, only if it is still this page's: a `bindTo` that
+   * completed meanwhile stands.
+   */
+  function rebound(stale: OwnerRecord): VaultError {
+    if (binding === stale) unbind();
     return new VaultError("the vault was cleared or bound to another user (in another tab?): bind it again");
   }
 
@@ -209,7 +213,7 @@ export function createVault(options: VaultOptions = {}): Vault {
     try {
       await done(tx);
     } catch (error) {
-      if (foreign) throw rebound();
+      if (foreign) throw rebound(current);
       throw storageError(thrown ?? error);
     }
   }
@@ -239,7 +243,7 @@ export function createVault(options: VaultOptions = {}): Vault {
     const { record, owner, cryptoKey } = await snapshot(key);
     if (!record) return undefined;
     const current = requireBinding();
-    if (!sameOwner(owner, current)) throw rebound();
+    if (!sameOwner(owner, current)) throw rebound(current);
     return cryptoKey ? { record, cryptoKey } : { record };
   }
 
@@ -261,7 +265,7 @@ export function createVault(options: VaultOptions = {}): Vault {
     if (!keyPromise) {
       keyPromise = (async () => {
         const { owner, cryptoKey } = await snapshot();
-        if (!sameOwner(owner, current)) throw rebound();
+        if (!sameOwner(owner, current)) throw rebound(current);
         if (cryptoKey) return cryptoKey;
         const generated = await subtle().generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
         try {

@@ -138,6 +138,19 @@ describe("attachAxios", () => {
     expect(sent).toHaveLength(2);
   });
 
+  it("ignores an upstream's own 401 (not the gateway's unauthenticated problem)", async () => {
+    const gw = fakeGateway();
+    const expired = vi.fn();
+    const client = createClient({ fetch: gw.fetch, onSessionExpired: expired });
+    const replies = [{ status: 401, data: { error: "not yours" } }, { status: 401, data: "no" }, { status: 401 }];
+    const { instance } = fakeAxios(() => replies.shift() ?? { status: 401 });
+    attachAxios(instance, client);
+    for (let i = 0; i < 3; i++) {
+      await expect(instance.request({ url: "/api/x" })).rejects.toMatchObject({ response: { status: 401 } });
+    }
+    expect(expired).not.toHaveBeenCalled();
+  });
+
   it("detaches, and refuses an object that is not a client", async () => {
     const gw = fakeGateway();
     const client = createClient({ fetch: gw.fetch });

@@ -245,6 +245,21 @@ describe("fetch(): 401", () => {
     expect(expired).toHaveBeenCalledTimes(2);
   });
 
+  it("ignores an upstream's own 401: only the gateway's unauthenticated problem ends the session", async () => {
+    const answers = [json(401, { error: "not your order" }), problem(401, "forbidden-resource"), new Response("no", { status: 401 })];
+    const gw = fakeGateway({ handler: () => answers.shift() });
+    const expired = vi.fn();
+    const client = createClient({ fetch: gw.fetch, onSessionExpired: expired });
+    await client.session();
+    for (let i = 0; i < 3; i++) {
+      const response = await client.fetch("/api/orders/9");
+      expect(response.status).toBe(401);
+      await response.text(); // the caller can still read the body
+    }
+    expect(expired).not.toHaveBeenCalled();
+    await expect(client.session()).resolves.not.toBeNull();
+  });
+
   it("ignores a 401 from another origin", async () => {
     const gw = fakeGateway({ handler: () => problem(401, "unauthenticated") });
     const expired = vi.fn();

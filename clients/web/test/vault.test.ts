@@ -396,3 +396,33 @@ describe("put is all or nothing", () => {
     plain.close();
   });
 });
+
+describe("a stale operation racing this tab's own re-bind", () => {
+  /** Tab 2 signs out and alice signs in again there (a new epoch), while tab 1 still holds the old binding. */
+  async function twoTabs(): Promise<{ tab1: Vault; tab2: Vault }> {
+    const factory = new IDBFactory();
+    const storage = new QuotaStorage();
+    const tab1 = createVault({ indexedDB: factory, localStorage: storage });
+    await tab1.bindTo("alice");
+    await tab1.put("notes", { text: "hi" }, "confidential");
+    const tab2 = createVault({ indexedDB: factory, localStorage: storage });
+    await tab2.bindTo("alice");
+    await tab2.clear();
+    await tab2.bindTo("alice");
+    return { tab1, tab2 };
+  }
+
+  for (const cls of ["confidential", "internal"] as const) {
+    it(`a failed ${cls} put does not undo the bindTo that completed meanwhile`, async () => {
+      const { tab1, tab2 } = await twoTabs();
+      const stale = tab1.put("draft", { a: 1 }, cls); // started under the old epoch
+      const rebind = tab1.bindTo("alice");
+      const [put, bind] = await Promise.allSettled([stale, rebind]);
+      expect(bind.status).toBe("fulfilled");
+      expect(put.status).toBe("rejected");
+      await expect(tab1.put("after", { b: 1 }, "internal")).resolves.toBeUndefined();
+      tab1.close();
+      tab2.close();
+    });
+  }
+});

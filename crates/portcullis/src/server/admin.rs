@@ -1,6 +1,7 @@
 //! The operators' listener (see `crate::admin`): its own address, plain HTTP/1.1 or h2c, with
-//! the public listener's `server.header_read_timeout`, so a client that never finishes its
-//! headers (it has no token to show yet) is cut instead of holding a descriptor for ever.
+//! the public listener's `server.header_read_timeout`, also on a new connection's first bytes
+//! (`first_bytes`), so a client that never finishes its headers (it has no token to show yet) is
+//! cut instead of holding a descriptor for ever.
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,11 +34,12 @@ pub fn serve_live_admin(
     live: Arc<Live>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let within = live.state().config.server.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(live.state().config.server.header_read_timeout);
+        .header_read_timeout(within);
     let builder = Arc::new(builder);
     tokio::spawn(async move {
         tracing::info!(addr = ?listener.local_addr().ok(), "admin listener");
@@ -56,7 +58,8 @@ pub fn serve_live_admin(
                             let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                                 live.admin().oneshot(req.map(axum::body::Body::new))
                             });
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            let io = super::first_bytes::FirstBytes::new(stream, within);
+                            let conn = builder.serve_connection(TokioIo::new(io), service);
                             if let Err(e) = watcher.watch(conn.into_owned()).await {
                                 tracing::debug!(error = %e, "admin connection ended with an error");
                             }

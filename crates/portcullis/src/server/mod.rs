@@ -6,6 +6,7 @@
 //! on worker threads, one connection on one thread for its whole life (`server/workers.rs`).
 
 mod admin;
+mod first_bytes;
 mod live;
 mod tls;
 mod workers;
@@ -143,9 +144,11 @@ pub async fn run_live(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
+    let header_read_timeout = state.config.server.header_read_timeout;
     drop(state);
     let conns = Connections {
         builder: Arc::new(builder),
+        header_read_timeout,
         tls,
         graceful: GracefulShutdown::new(),
         live: Arc::clone(&live),
@@ -189,6 +192,8 @@ pub async fn run_live(
 /// Serves accepted connections on the live routers, watched for the graceful shutdown.
 struct Connections {
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// `server.header_read_timeout`, also for a new connection's first bytes (`first_bytes`).
+    header_read_timeout: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
     graceful: GracefulShutdown,
     live: Arc<Live>,
@@ -225,6 +230,7 @@ impl Connections {
         let builder = Arc::clone(&self.builder);
         let tls = self.tls.clone();
         let watcher = self.graceful.watcher();
+        let within = self.header_read_timeout;
         self.workers.next().spawn(async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(s) => s,
@@ -234,13 +240,13 @@ impl Connections {
                 }
             };
             match tls {
-                None => serve_connection(&builder, stream, service, watcher).await,
+                None => serve_connection(&builder, stream, service, watcher, within).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await
                     {
-                        serve_connection(&builder, stream, service, watcher).await;
+                        serve_connection(&builder, stream, service, watcher, within).await;
                     }
                 }
             }
@@ -254,9 +260,11 @@ async fn serve_connection<I>(
     io: I,
     service: PublicService,
     watcher: Watcher,
+    first_bytes_within: Duration,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = first_bytes::FirstBytes::new(io, first_bytes_within);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(error = %e, "connection ended with an error");

@@ -148,13 +148,20 @@ fn sessions(action: SessionsAction) -> ExitCode {
             config.clone()
         }
     };
-    let cfg = match Config::load(&path) {
+    let mut cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(problems) => {
             eprintln!("{}: {problems}", path.display());
             return ExitCode::FAILURE;
         }
     };
+    // Standard output carries the command's JSON answer, for scripts: audit lines that would go
+    // there go to standard error instead.
+    if let Some(audit) = cfg.audit.as_mut()
+        && audit.target == crate::config::AuditTarget::Stdout
+    {
+        audit.target = crate::config::AuditTarget::Stderr;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

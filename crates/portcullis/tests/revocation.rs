@@ -232,6 +232,29 @@ async fn the_cli_revokes_sessions_in_the_shared_store() {
     assert_eq!(events[0]["event"], "operator_revocation");
     assert_eq!(events[0]["reason"], "subject");
     assert_eq!(events[0]["count"], 1);
+    // With the audit on standard output, the JSON answer stays alone there (scripts parse it).
+    let stdout_cfg = common::running::write_secret(
+        "cli-stdout.toml",
+        &format!("{}\n[audit]\ntarget = \"stdout\"\n", stack.config_of(0)),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "sessions",
+            "revoke",
+            "--subject",
+            "nobody",
+            "--config",
+            &stdout_cfg,
+        ])
+        .output()
+        .expect("run the CLI");
+    assert!(out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("only JSON");
+    assert_eq!(answer["revoked"], 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("operator_revocation"),
+        "the audit line went to standard error"
+    );
     stack.login(&b).await;
     assert_eq!(run(&["revoke", "--all"])["revoked"], 1);
     assert_eq!(

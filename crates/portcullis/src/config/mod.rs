@@ -269,6 +269,19 @@ pub struct Problems(pub Vec<Problem>);
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-SessionID";
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
+/// A parser message with its quoted values blanked: `invalid type: string "…", expected a
+/// boolean` says what is wrong without repeating a secret that was put under the wrong key.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        out.push_str(if i % 2 == 1 { "…" } else { part });
+    }
+    out
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &std::path::Path) -> Result<Config, Problems> {
@@ -313,7 +326,7 @@ impl Config {
                 message: format!(
                     "{}{}",
                     at.unwrap_or_default(),
-                    e.message().trim().replace('\n', " ")
+                    without_quoted_values(e.message().trim()).replace('\n', " ")
                 ),
             }])
         })?;

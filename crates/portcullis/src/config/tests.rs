@@ -77,6 +77,50 @@ fn syntax_errors_never_echo_the_offending_line() {
         .expect_err("syntax")
         .to_string();
     assert!(!broken.contains("Secret-456"), "{broken}");
+    // A secret under a key of another type: the parser's message quotes the value.
+    let typed = Config::from_toml(&with_secrets("", "password_grant = \"Hunter2-Secret\""))
+        .expect_err("not a boolean")
+        .to_string();
+    assert!(!typed.contains("Hunter2"), "{typed}");
+    assert!(
+        typed.contains("(`password_grant`)") && typed.contains("boolean"),
+        "{typed}"
+    );
+}
+
+/// The likeliest mistake with `*_env` and `*_file` keys is pasting the secret itself there.
+#[test]
+fn a_secret_pasted_as_an_env_name_or_path_is_not_echoed() {
+    let text = with_secrets("", "").replace(
+        "client_secret_file",
+        "client_secret_env = \"Pasted Secret+/=123\"\n#",
+    );
+    let err = Config::from_toml(&text).expect_err("unset").to_string();
+    assert!(
+        err.contains("client_secret_env") && !err.contains("Pasted"),
+        "{err}"
+    );
+    let text = with_secrets("", "").replace(
+        "client_secret_file = \"",
+        "client_secret_file = \"pasted-secret-value-",
+    );
+    let err = Config::from_toml(&text)
+        .expect_err("unreadable")
+        .to_string();
+    assert!(
+        err.contains("client_secret_file") && !err.contains("pasted-secret"),
+        "{err}"
+    );
+    let err = Config::from_toml(&with_secrets("", "").replace(
+        "client_secret_file = \"",
+        "client_secret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n#\"",
+    ))
+    .expect_err("unset")
+    .to_string();
+    assert!(
+        err.contains("PORTCULLIS_TEST_UNSET_VAR"),
+        "a real name is shown: {err}"
+    );
 }
 
 #[test]

@@ -218,7 +218,7 @@ impl Metrics {
         let overhead = fine_histogram();
         registry.register(
             "gateway_overhead_seconds",
-            "Proxied requests: whole request minus the upstream's time to response headers",
+            "Proxied requests: from the request's arrival to its sending upstream (the gateway's own work, token refreshes included)",
             overhead.clone(),
         );
         let route_requests = Family::<RouteStatusLabels, Counter>::default();

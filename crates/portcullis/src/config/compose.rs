@@ -101,8 +101,9 @@ impl AggregateConfig {
     }
 }
 
-/// `true` when `path` matches the aggregate path `pattern`, a `{name}` segment matching any
-/// non-empty segment (as the router matches it: on the raw path).
+/// `true` when `path` matches the aggregate path `pattern`, on the raw path as the router does,
+/// a `{name}` segment matching any non-empty segment. (The router would also let `{name}` match
+/// an empty one, `//`; the hygiene layer refuses such paths before either is asked.)
 pub fn path_matches(pattern: &str, path: &str) -> bool {
     let mut want = pattern.split('/');
     let mut got = path.split('/');

@@ -34,12 +34,32 @@ use crate::{AppState, config::Config, reload::Reloader};
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The accept queue's length (capped by the kernel's `net.core.somaxconn`). The Tokio and std
+/// default of 128 overflows under a burst of a few hundred connections: the kernel then drops
+/// the handshakes' last ACKs, clients retry after a second or more, and with SYN cookies a
+/// connection can be lost on the server's side while its client thinks it is established.
+/// nginx uses 511; a gateway in front of every API call gets bursts.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a restart does
+/// not wait for the old connections' `TIME_WAIT`).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Loads everything, starts provider discovery in the background and serves until a signal.
 /// `path` is the config file, re-read on SIGHUP.
 pub async fn serve(config: Config, path: PathBuf, hangup: Hangup) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.server.listen).await?;
+    let listener = bind(config.server.listen)?;
     let admin = match &config.admin {
-        Some(a) => Some(TcpListener::bind(a.listen).await?),
+        Some(a) => Some(bind(a.listen)?),
         None => None,
     };
     let state = AppState::new(config)?;

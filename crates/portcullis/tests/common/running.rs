@@ -85,9 +85,9 @@ impl BoundPort {
 
     /// Binds a given port (0: any free one), e.g. to restart an instance where it was.
     pub async fn bind_port(port: u16) -> BoundPort {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind gateway");
+        // As the binary binds (its accept queue: tests open hundreds of connections at once).
+        let listener =
+            portcullis::server::bind(([127, 0, 0, 1], port).into()).expect("bind gateway");
         let port = listener.local_addr().expect("addr").port();
         BoundPort {
             listener,

@@ -759,3 +759,79 @@ async fn oversized_requests_are_bounded_and_never_proxied() {
     assert_eq!(stack.upstream.count(), 1);
     common::leak::assert_logs_clean(&stack.idp).await;
 }
+
+/// An upstream that answers each request with fixed, broken bytes chosen by the request's path,
+/// then closes the connection.
+async fn broken_upstream(answers: &'static [(&'static str, &'static str)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split(' ').nth(1).unwrap_or("");
+                if let Some((_, answer)) = answers.iter().find(|(p, _)| path.ends_with(p)) {
+                    let _ = s.write_all(answer.as_bytes()).await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// What an upstream answers is framed once more for the browser; an answer the upstream should
+/// never have sent is refused rather than relayed half-understood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_upstream_answers_are_reframed_or_refused() {
+    let upstream = broken_upstream(&[
+        // Both framings (RFC 9112 §6.3): read as chunked, so the Content-Length is false.
+        (
+            "/both-lengths",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        // A 101 to a request that asked for no upgrade (RFC 9110 §15.2.2).
+        (
+            "/switch",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
+        ),
+    ])
+    .await;
+    let stack = Stack::start_with(common::Options {
+        extra_toml: format!(
+            "\n[[routes]]\nprefix = \"/broken\"\nupstream = \"{upstream}\"\ntimeout = \"2s\"\n"
+        ),
+        ..common::Options::default()
+    })
+    .await;
+    let browser = Browser::new();
+    stack.login(&browser).await;
+    let r = browser
+        .get(&stack.url("/broken/both-lengths"))
+        .await
+        .expect("both lengths");
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(r.text(), "hello", "the whole chunked body");
+    assert_ne!(
+        r.header("content-length"),
+        Some("2"),
+        "the false length is gone"
+    );
+    let r = browser
+        .get(&stack.url("/broken/switch"))
+        .await
+        .expect("101");
+    assert_eq!(r.status.as_u16(), 502, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+}

@@ -191,6 +191,12 @@ static UPSTREAM_NEVER: [HeaderName; 3] = [
 
 /// Cleans the upstream's response headers for the browser.
 pub fn downstream_response(h: &mut HeaderMap) {
+    // Both framings (RFC 9112 §6.3): the body was read as chunked, so its `Content-Length`
+    // is false; an intermediary must drop it before forwarding. (`Transfer-Encoding` itself is
+    // hop-by-hop: the body is re-framed for the browser.)
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        h.remove(header::CONTENT_LENGTH);
+    }
     let named = named_in_connection(h);
     remove_where(h, |n| {
         is_hop_by_hop(n, &named) || UPSTREAM_NEVER.contains(n) || is_cors(n)
@@ -289,6 +295,22 @@ mod tests {
         assert_eq!(
             h.get("accept").map(|v| v.as_bytes()),
             Some(&b"application/json"[..])
+        );
+    }
+
+    #[test]
+    fn a_content_length_beside_transfer_encoding_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.append("content-length", HeaderValue::from_static("2"));
+        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        downstream_response(&mut h);
+        assert!(!h.contains_key("content-length") && !h.contains_key("transfer-encoding"));
+        let mut h = HeaderMap::new();
+        h.append("content-length", HeaderValue::from_static("2"));
+        downstream_response(&mut h);
+        assert_eq!(
+            h.get("content-length").map(|v| v.as_bytes()),
+            Some(&b"2"[..])
         );
     }
 

@@ -221,7 +221,7 @@ async fn forward(
             return Err(ApiError::GatewayTimeout);
         }
         Ok(Err(e)) => return Err(classify(state, &route.cfg, &e, e.is_connect())),
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => informational_is_bad(state, &route.cfg, r)?,
     };
     let (mut parts, body) = resp.into_parts();
     headers::downstream_response(&mut parts.headers);
@@ -301,7 +301,7 @@ async fn forward_public(
             return Err(ApiError::GatewayTimeout);
         }
         Ok(Err(e)) => return Err(classify(state, &route.cfg, &e, e.is_connect())),
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => informational_is_bad(state, &route.cfg, r)?,
     };
     let (mut parts, body) = resp.into_parts();
     headers::downstream_response(&mut parts.headers);
@@ -336,7 +336,8 @@ pub(crate) async fn get_part(
     let started = std::time::Instant::now();
     let sent = route.pool.get().send(req).await;
     state.metrics.upstream(started.elapsed());
-    sent.map_err(|e| classify(state, &route.cfg, &e, e.is_connect()))
+    let resp = sent.map_err(|e| classify(state, &route.cfg, &e, e.is_connect()))?;
+    informational_is_bad(state, &route.cfg, resp)
 }
 
 /// The session's access token, refreshed first if it is due. A failed refresh is audited here,
@@ -365,6 +366,22 @@ pub(crate) async fn access_token(
                 ..AuditEvent::default()
             });
         })
+}
+
+/// A 1xx as the final answer to a request that asked for no upgrade (a `101` switching to a
+/// protocol the client never offered, RFC 9110 §15.2.2) is the upstream's fault: 502, never
+/// forwarded as a `101` without its `Upgrade` (which is hop-by-hop, so it would be stripped).
+fn informational_is_bad<B>(
+    state: &AppState,
+    route: &RouteConfig,
+    resp: http::Response<B>,
+) -> Result<http::Response<B>, ApiError> {
+    if resp.status().is_informational() {
+        tracing::warn!(route = %route.prefix, status = resp.status().as_u16(), "upstream answered with a 1xx as the final status");
+        state.metrics.upstream_error(&route.prefix, "other");
+        return Err(ApiError::BadGateway);
+    }
+    Ok(resp)
 }
 
 /// When the request's head was read off its connection (`None` for in-process requests).

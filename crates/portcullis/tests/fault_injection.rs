@@ -220,11 +220,17 @@ async fn silent(port: u16, first: &'static [u8]) -> bool {
     false
 }
 
-/// What the silent clients send before going quiet: nothing, or part of an HTTP/2 preface (the
-/// server waits for the rest to choose the protocol). (An HTTP/2 connection that completed its
-/// preface and then idles is not cut: hyper's HTTP/2 server has no idle timeout; see
-/// docs/threat-model.md.)
-const SILENT: [&[u8]; 2] = [b"", b"PRI * HTTP/2.0\r\n"];
+/// What the silent clients send before going quiet: nothing; part of an HTTP/2 preface (the
+/// server waits for the rest to choose the protocol); the preface and an empty SETTINGS frame
+/// (an HTTP/2 connection that never sends a request: hyper's HTTP/2 server has no timer of its
+/// own, see `server::idle`); the same and then a header block left open (HEADERS without
+/// END_HEADERS, stream 1, a one-byte fragment).
+const SILENT: [&[u8]; 4] = [
+    b"",
+    b"PRI * HTTP/2.0\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x01\x01\x01\x00\x00\x00\x01\x82",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_while_normal_traffic_is_served() {

@@ -33,9 +33,13 @@ struct Events {
 
 impl Events {
     async fn open(stack: &Stack, ticket: &str) -> Events {
+        Self::open_with(reqwest::Client::new(), stack, ticket).await
+    }
+
+    async fn open_with(client: reqwest::Client, stack: &Stack, ticket: &str) -> Events {
         let resp = tokio::time::timeout(
             LIMIT,
-            reqwest::Client::new()
+            client
                 .get(stack.url("/events/feed"))
                 .header("cookie", format!("{COOKIE}={ticket}"))
                 .header("accept", "text/event-stream")
@@ -171,4 +175,34 @@ async fn logout_ends_the_event_stream() {
         .await
         .expect("request");
     assert_eq!(again.status().as_u16(), 401);
+}
+
+/// Over HTTP/2 the gateway closes connections that carry no request for
+/// `server.header_read_timeout` (hyper's HTTP/2 server has no timer of its own: `server::idle`).
+/// A quiet event stream is a request in flight: its connection must outlive that timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_over_http2_outlives_the_idle_timeout() {
+    let sse = SseUpstream::start().await.expect("sse upstream");
+    let stack = Stack::start_with(Options {
+        server_extra: "header_read_timeout = \"1s\"".into(),
+        extra_toml: format!(
+            "\n[[routes]]\nprefix = \"/events\"\nupstream = \"{}\"\ntimeout = \"5s\"\n",
+            sse.url()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let ticket = stack.login(&b).await;
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut events = Events::open_with(h2c, &stack, &ticket).await;
+    assert_eq!(events.resp.version(), reqwest::Version::HTTP_2);
+    events.until_event(1).await;
+    // Three idle periods with nothing on the connection but the open stream.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sse.release();
+    events.until_event(2).await;
 }

@@ -1,14 +1,15 @@
-//! The operators' listener (see `crate::admin`): its own address, plain HTTP/1.1 or h2c, with
-//! the public listener's `server.header_read_timeout`, also on a new connection's first bytes
-//! (`first_bytes`), so a client that never finishes its headers (it has no token to show yet) is
-//! cut instead of holding a descriptor for ever.
+//! The operators' listener (see `crate::admin`): its own address, plain HTTP/1.1, with the
+//! public listener's `server.header_read_timeout` from the connection's start, so a client that
+//! never finishes its headers (it has no token to show yet) is cut instead of holding a
+//! descriptor for ever.
 
 use std::{sync::Arc, time::Duration};
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
 };
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -35,11 +36,10 @@ pub fn serve_live_admin(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let within = live.state().config.server.header_read_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(within);
+    // HTTP/1.1 only: what operators' tools and Prometheus speak, and hyper's HTTP/1.1 server
+    // times a request head from the connection's start (its HTTP/2 server has no such timer).
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(within);
     let builder = Arc::new(builder);
     tokio::spawn(async move {
         tracing::info!(addr = ?listener.local_addr().ok(), "admin listener");
@@ -58,9 +58,8 @@ pub fn serve_live_admin(
                             let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                                 live.admin().oneshot(req.map(axum::body::Body::new))
                             });
-                            let io = super::first_bytes::FirstBytes::new(stream, within);
-                            let conn = builder.serve_connection(TokioIo::new(io), service);
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            if let Err(e) = watcher.watch(conn).await {
                                 tracing::debug!(error = %e, "admin connection ended with an error");
                             }
                         });

@@ -7,6 +7,7 @@
 
 mod admin;
 mod first_bytes;
+mod idle;
 mod live;
 mod tls;
 mod workers;
@@ -246,6 +247,7 @@ impl Connections {
         let service = PublicService {
             live: Arc::clone(&self.live),
             peer,
+            activity: Arc::default(),
         };
         let builder = Arc::clone(&self.builder);
         let tls = self.tls.clone();
@@ -285,9 +287,18 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = first_bytes::FirstBytes::new(io, first_bytes_within);
+    let activity = Arc::clone(&service.activity);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    tokio::select! {
+        served = watcher.watch(conn.into_owned()) => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        // Dropping the connection closes it; nothing is in flight on it (see `idle`).
+        () = activity.idle_for(first_bytes_within) => {
+            tracing::debug!("unused connection closed");
+        }
     }
 }
 
@@ -297,21 +308,53 @@ async fn serve_connection<I>(
 struct PublicService {
     live: Arc<Live>,
     peer: std::net::SocketAddr,
+    /// The connection's requests, for the idle watchdog (`idle`).
+    activity: Arc<idle::Activity>,
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future, holding an HTTP/2 request's in-flight guard until it hands
+    /// it to the response body.
+    struct Tracked {
+        #[pin]
+        inner: tower::util::Oneshot<crate::Public, axum::extract::Request>,
+        in_flight: Option<idle::InFlight>,
+    }
+}
+
+impl std::future::Future for Tracked {
+    type Output = Result<axum::response::Response, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx));
+        std::task::Poll::Ready(response.map(|r| match this.in_flight.take() {
+            Some(guard) => guard.attach(r),
+            None => r,
+        }))
+    }
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for PublicService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = tower::util::Oneshot<crate::Public, axum::extract::Request>;
+    type Future = Tracked;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.started(req.version());
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut()
             .insert(crate::http::hygiene::FromListener {
                 arrived: std::time::Instant::now(),
             });
-        self.live.public().oneshot(req)
+        Tracked {
+            inner: self.live.public().oneshot(req),
+            in_flight,
+        }
     }
 }
 

@@ -178,7 +178,10 @@ async fn watch_session(
     let lifetime_left = Duration::from_secs(absolute_expires_at.saturating_sub(now_unix()));
     let expiry = tokio::time::sleep(lifetime_left);
     tokio::pin!(expiry);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + recheck, recheck);
+    // The first check is at once: a logout between the request's session check and this
+    // registration (while the upstream prepared its response head or its `101`) found no stream
+    // to end, and must not leave this one open until the first re-check.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now(), recheck);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason = loop {
         tokio::select! {
@@ -244,6 +247,20 @@ mod tests {
             Duration::from_millis(10),
         );
         assert_eq!(s.ended().await, EndReason::SessionEnded);
+    }
+
+    /// A session ended before its stream was registered (the logout raced the upstream's
+    /// response head): the stream ends at once, not at the first re-check an hour later.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_opened_after_its_session_ended_ends_at_once() {
+        let streams = Streams::default();
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let hour = Duration::from_secs(3600);
+        let mut s = streams.open(store, key("s:ended"), now_unix() + 7200, hour);
+        let ended = tokio::time::timeout(hour / 2, s.ended())
+            .await
+            .expect("ended before any re-check");
+        assert_eq!(ended, EndReason::SessionEnded);
     }
 
     #[tokio::test]

@@ -70,6 +70,9 @@ struct Idle {
     h1: Vec<Parked>,
     /// The HTTP/2 connection, shared by every request while it stays open.
     h2: Option<http2::SendRequest<UpstreamBody>>,
+    /// The reaper tick at which the HTTP/2 connection was last handed out: it is let go (and
+    /// closes once its last stream ends) after `idle_timeout` unused, as HTTP/1 connections are.
+    h2_tick: u64,
     /// Reaper ticks so far; a connection parked two ticks ago has idled at least `idle_timeout / 2`.
     tick: u64,
     reaper: bool,
@@ -187,25 +190,35 @@ impl Pool {
                 None => Box::pin(self.connect()).await?,
             };
             match conn {
-                Conn::H2 { mut sender, reused } => match sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        return Ok(resp.map(|inner| ResponseBody {
-                            inner,
-                            give_back: None,
-                        }));
-                    }
-                    // Never sent: the shared connection was going away (GOAWAY, a close).
-                    // Once more, on a new connection.
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) if reused => {
-                            tracing::debug!(error = %e.error(), "pooled upstream HTTP/2 connection was closed; retrying on a new one");
-                            req = unsent;
+                Conn::H2 { mut sender, reused } => {
+                    let replay = reused.then(|| Replay::of(&req)).flatten();
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => {
+                            return Ok(resp.map(|inner| ResponseBody {
+                                inner,
+                                give_back: None,
+                            }));
+                        }
+                        // On the shared connection, once more on a new one: a request never
+                        // sent (the connection was going away), or an idempotent bodiless one
+                        // that got no answer (refused, reset, or above a GOAWAY's last stream:
+                        // RFC 9113 §8.7, RFC 9110 §9.2.2).
+                        Err(mut e) => {
+                            let retry = match (e.take_message(), replay) {
+                                (Some(unsent), _) if reused => Some(unsent),
+                                (None, Some(replay)) => Some(replay.request()),
+                                _ => None,
+                            };
+                            let Some(again) = retry else {
+                                return Err(SendError::Exchange(e.into_error()));
+                            };
+                            tracing::debug!(error = %e.error(), "request on the pooled upstream HTTP/2 connection failed; retrying on a new one");
+                            req = again;
                             self.forget_h2();
                             fresh_only = true;
                         }
-                        _ => return Err(SendError::Exchange(e.into_error())),
-                    },
-                },
+                    }
+                }
                 Conn::H1 { mut sender, reused } => {
                     if !req.headers().contains_key(header::HOST) {
                         req.headers_mut().insert(header::HOST, self.host.clone());
@@ -260,8 +273,10 @@ impl Pool {
         let mut idle = self.idle();
         if let Some(h2) = &idle.h2 {
             if !h2.is_closed() {
+                let sender = h2.clone();
+                idle.h2_tick = idle.tick;
                 return Some(Conn::H2 {
-                    sender: h2.clone(),
+                    sender,
                     reused: true,
                 });
             }
@@ -312,7 +327,10 @@ impl Pool {
             let mut idle = self.idle();
             // Two requests may have raced to connect; keep the newest, the other closes when
             // its last request is done.
-            idle.h2 = Some(sender.clone());
+            if self.ensure_reaper(&mut idle) {
+                idle.h2 = Some(sender.clone());
+                idle.h2_tick = idle.tick;
+            }
             return Ok(Conn::H2 {
                 sender,
                 reused: false,
@@ -336,15 +354,24 @@ impl Pool {
         if idle.h1.len() >= self.limits.max_idle {
             return; // dropping the sender closes the connection
         }
+        if !self.ensure_reaper(&mut idle) {
+            return;
+        }
+        let tick = idle.tick;
+        idle.h1.push(Parked { sender, tick });
+    }
+
+    /// Starts the reaper if it is not running; `false` without a runtime to run it on (then
+    /// nothing may be kept idle: it would never be closed).
+    fn ensure_reaper(self: &Arc<Self>, idle: &mut Idle) -> bool {
         if !idle.reaper {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
+                return false;
             };
             runtime.spawn(reap(Arc::downgrade(self), self.limits.idle_timeout));
             idle.reaper = true;
         }
-        let tick = idle.tick;
-        idle.h1.push(Parked { sender, tick });
+        true
     }
 }
 
@@ -373,7 +400,12 @@ async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
         let now = idle.tick;
         idle.h1
             .retain(|p| now - p.tick < 2 && !p.sender.is_closed());
-        if idle.h2.as_ref().is_some_and(|s| s.is_closed()) {
+        if idle
+            .h2
+            .as_ref()
+            .is_some_and(|s| s.is_closed() || now - idle.h2_tick >= 2)
+        {
+            // Streams in flight keep their own handles; the connection closes after them.
             idle.h2 = None;
         }
     }

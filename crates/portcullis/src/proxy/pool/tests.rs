@@ -474,3 +474,86 @@ async fn an_https_upstream_with_an_unknown_certificate_is_refused() {
     assert!(e.is_connect(), "{e}");
     assert!(seen.requests.lock().expect("lock").is_empty());
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
+    let (addr, seen, tls) = h2_upstream().await;
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(100),
+        ..limits()
+    };
+    let pool = pool(addr, "https", tls, limits);
+    body_text(pool.send(get(addr, "https", "/a")).await.expect("send")).await;
+    eventually("the idle HTTP/2 connection is closed", || {
+        seen.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(pool.idle.lock().expect("lock").h2.is_none());
+    body_text(pool.send(get(addr, "https", "/b")).await.expect("send")).await;
+    assert_eq!(seen.accepted(), 2);
+}
+
+/// An HTTPS upstream speaking h2 that resets the stream of the first request to `/reset-once`
+/// (its service fails: `RST_STREAM`), and answers every other request.
+async fn h2_upstream_resetting_once() -> (SocketAddr, Arc<Seen>, rustls::ClientConfig) {
+    let pki = testkit::pki::TestPki::issue(&["127.0.0.1"]).expect("pki");
+    let server = pki.server_config(&[b"h2"]).expect("server config");
+    let client = pki.client_config().expect("client config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let reset = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, seen) = loopback(move |tcp, s| {
+        let (acceptor, reset) = (acceptor.clone(), Arc::clone(&reset));
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (s, reset) = (Arc::clone(&s), Arc::clone(&reset));
+                async move {
+                    let target = req.uri().path().to_owned();
+                    s.requests
+                        .lock()
+                        .expect("lock")
+                        .push((target.clone(), None, req.version()));
+                    if target == "/reset-once" && !reset.swap(true, Ordering::SeqCst) {
+                        return Err(std::io::Error::other("reset this stream"));
+                    }
+                    Ok(Response::new(Full::new(Bytes::from("h2 hello"))))
+                }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+        }
+    })
+    .await;
+    (addr, seen, client)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_reset_on_a_shared_h2_connection_is_sent_again_once() {
+    let (addr, seen, tls) = h2_upstream_resetting_once().await;
+    let pool = pool(addr, "https", tls, limits());
+    body_text(pool.send(get(addr, "https", "/first")).await.expect("send")).await;
+    let resp = pool
+        .send(get(addr, "https", "/reset-once"))
+        .await
+        .expect("sent again on a new connection");
+    assert_eq!(body_text(resp).await, "h2 hello");
+    assert_eq!(seen.targets(), ["/first", "/reset-once", "/reset-once"]);
+    assert_eq!(seen.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_reset_on_a_shared_h2_connection_is_not_sent_again() {
+    let (addr, seen, tls) = h2_upstream_resetting_once().await;
+    let pool = pool(addr, "https", tls, limits());
+    body_text(pool.send(get(addr, "https", "/first")).await.expect("send")).await;
+    let mut post = Request::new(Limited::new(axum::body::Body::from("x"), 1024));
+    *post.method_mut() = http::Method::POST;
+    *post.uri_mut() = format!("https://{addr}/reset-once").parse().expect("uri");
+    assert!(
+        pool.send(post).await.is_err(),
+        "the upstream may have acted on it"
+    );
+    assert_eq!(seen.targets(), ["/first", "/reset-once"]);
+}

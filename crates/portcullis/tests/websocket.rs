@@ -52,8 +52,9 @@ async fn open(
             format!("{COOKIE}={c}; other=1").parse().expect("hv"),
         );
     }
-    if let Some(o) = origin {
-        h.insert("origin", o.parse().expect("hv"));
+    // Several Origins when given as `a\nb` (no browser sends two).
+    for o in origin.into_iter().flat_map(|o| o.split('\n')) {
+        h.append("origin", o.parse().expect("hv"));
     }
     h.insert(
         "sec-websocket-protocol",
@@ -158,10 +159,12 @@ async fn upgrades_need_a_session_our_origin_and_a_websocket_route() {
         401
     );
     // A valid session but a foreign, a look-alike or no Origin: 403.
+    let ours_then_evil = format!("{origin}\nhttps://evil.example");
     for bad in [
         Some("https://evil.example"),
         Some("http://localhost:1"),
         Some("null"),
+        Some(ours_then_evil.as_str()),
         None,
     ] {
         assert_eq!(

@@ -68,6 +68,20 @@ fn refusal(req: &Request) -> Option<Response> {
         tracing::info!(reason = why, "request path refused");
         return Some(ApiError::BadRequest("path not allowed").into_response());
     }
+    if has_content(req.headers()) && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+    {
+        // No browser sends one (fetch refuses a body on GET and HEAD), and an upstream that
+        // ignores it would read the body as the start of the next request on a pooled
+        // connection (a "CL.0" desync, shared by every user of that connection).
+        tracing::info!(method = %req.method(), "request content on GET/HEAD refused");
+        let mut resp = ApiError::BadRequest("content not allowed with this method").into_response();
+        // The unread content would be taken for the next request: end the connection.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Some(resp);
+    }
     if let Some(v) = req.headers().get(http::header::UPGRADE)
         && !v.as_bytes().eq_ignore_ascii_case(b"websocket")
     {
@@ -81,6 +95,16 @@ fn refusal(req: &Request) -> Option<Response> {
         return Some(ApiError::BadRequest("method override not allowed").into_response());
     }
     None
+}
+
+/// Whether the request announces content: a `Transfer-Encoding`, or a `Content-Length` other
+/// than 0.
+fn has_content(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
 }
 
 /// RFC 9112 3.2: at most one `Host`, and a valid one (no userinfo). RFC 9112 6.1: a request with

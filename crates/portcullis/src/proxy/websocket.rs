@@ -91,9 +91,11 @@ pub fn admit(route: &Route, req: &mut Request, public_origin: &str) -> Result<Ha
     ) else {
         return Err(ApiError::BadRequest("malformed WebSocket handshake"));
     };
-    match h.get(header::ORIGIN).map(HeaderValue::as_bytes) {
-        Some(o) if o == public_origin.as_bytes() => {}
-        other => {
+    // Exactly one `Origin`, ours (as the CSRF layer requires of unsafe requests).
+    let mut origins = h.get_all(header::ORIGIN).iter();
+    match (origins.next().map(HeaderValue::as_bytes), origins.next()) {
+        (Some(o), None) if o == public_origin.as_bytes() => {}
+        (other, _) => {
             tracing::warn!(
                 origin = ?other.map(String::from_utf8_lossy),
                 "WebSocket upgrade refused: Origin is not the public origin"

@@ -16,7 +16,7 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -47,18 +47,35 @@ impl Activity {
         })
     }
 
-    /// Resolves once a whole `period` passed with no request started and none in flight (see
-    /// the module docs); never for an HTTP/1.1 connection that served a request.
-    pub async fn idle_for(&self, period: Duration) {
-        let mut seen = self.started.load(Ordering::Relaxed);
+    /// `true` once a whole `period` passed with no request started and none in flight (see the
+    /// module docs); `false` as soon as the connection is gone (`gone` resolves: its task dropped
+    /// the sender). Run as a task of its own beside the connection: it wakes once a period and
+    /// at the end, where a branch in the connection's own task would be polled at every wake-up
+    /// of it; and it ends with the connection, so closed connections leave no task behind.
+    pub async fn watch(
+        activity: Weak<Activity>,
+        period: Duration,
+        mut gone: tokio::sync::oneshot::Receiver<()>,
+    ) -> bool {
+        let Some(mut seen) = activity
+            .upgrade()
+            .map(|a| a.started.load(Ordering::Relaxed))
+        else {
+            return false;
+        };
         loop {
-            tokio::time::sleep(period).await;
-            let now = self.started.load(Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                _ = &mut gone => return false,
+            }
+            let Some(a) = activity.upgrade() else {
+                return false;
+            };
+            let now = a.started.load(Ordering::Relaxed);
             let unused = now == 0
-                || (self.h2.load(Ordering::Relaxed)
-                    && self.h2_in_flight.load(Ordering::Relaxed) == 0);
+                || (a.h2.load(Ordering::Relaxed) && a.h2_in_flight.load(Ordering::Relaxed) == 0);
             if now == seen && unused {
-                return;
+                return true;
             }
             seen = now;
         }
@@ -119,23 +136,40 @@ mod tests {
 
     const PERIOD: Duration = Duration::from_secs(10);
 
+    async fn watched(a: &Arc<Activity>, periods: u32) -> Option<bool> {
+        let (_open, gone) = tokio::sync::oneshot::channel();
+        tokio::time::timeout(
+            PERIOD * periods,
+            Activity::watch(Arc::downgrade(a), PERIOD, gone),
+        )
+        .await
+        .ok()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_requests_is_idle_after_a_period() {
         let a = Arc::new(Activity::default());
-        tokio::time::timeout(PERIOD * 3, a.idle_for(PERIOD))
-            .await
-            .expect("idle");
+        assert_eq!(watched(&a, 3).await, Some(true));
     }
 
     #[tokio::test(start_paused = true)]
     async fn http1_after_a_request_is_left_to_hyper() {
         let a = Arc::new(Activity::default());
         assert!(a.started(http::Version::HTTP_11).is_none());
-        assert!(
-            tokio::time::timeout(PERIOD * 10, a.idle_for(PERIOD))
-                .await
-                .is_err()
-        );
+        assert_eq!(watched(&a, 10).await, None, "never idle");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watch_ends_with_its_connection_at_once() {
+        let a = Arc::new(Activity::default());
+        assert!(a.started(http::Version::HTTP_11).is_none());
+        let (open, gone) = tokio::sync::oneshot::channel::<()>();
+        let watch = tokio::spawn(Activity::watch(Arc::downgrade(&a), PERIOD, gone));
+        drop(open);
+        let ended = tokio::time::timeout(PERIOD / 2, watch)
+            .await
+            .expect("ended before a period");
+        assert!(!ended.expect("join"), "gone, not idle");
     }
 
     #[tokio::test(start_paused = true)]
@@ -143,15 +177,12 @@ mod tests {
         let a = Arc::new(Activity::default());
         let guard = a.started(http::Version::HTTP_2).expect("h2 guard");
         let response = guard.attach(axum::response::Response::new(Body::empty()));
-        assert!(
-            tokio::time::timeout(PERIOD * 10, a.idle_for(PERIOD))
-                .await
-                .is_err(),
-            "a long response keeps it"
-        );
+        assert_eq!(watched(&a, 10).await, None, "a long response keeps it");
         drop(response);
-        tokio::time::timeout(PERIOD * 3, a.idle_for(PERIOD))
-            .await
-            .expect("idle once the body is gone");
+        assert_eq!(
+            watched(&a, 3).await,
+            Some(true),
+            "idle once the body is gone"
+        );
     }
 }

@@ -253,7 +253,12 @@ impl Connections {
         let tls = self.tls.clone();
         let watcher = self.graceful.watcher();
         let within = self.header_read_timeout;
-        self.workers.next().spawn(async move {
+        let activity = Arc::downgrade(&service.activity);
+        // Dropped with the connection's task (ended or aborted): the watchdog then ends too.
+        let (open, gone) = tokio::sync::oneshot::channel::<()>();
+        let worker = self.workers.next();
+        let connection = worker.spawn(async move {
+            let _open = open;
             let stream = match TcpStream::from_std(stream) {
                 Ok(s) => s,
                 Err(e) => {
@@ -273,6 +278,14 @@ impl Connections {
                 }
             }
         });
+        // Aborting the connection's task drops (closes) it; nothing is in flight on it (`idle`).
+        let abort = connection.abort_handle();
+        worker.spawn(async move {
+            if idle::Activity::watch(activity, within, gone).await {
+                tracing::debug!("unused connection closed");
+                abort.abort();
+            }
+        });
     }
 }
 
@@ -287,18 +300,9 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = first_bytes::FirstBytes::new(io, first_bytes_within);
-    let activity = Arc::clone(&service.activity);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::select! {
-        served = watcher.watch(conn.into_owned()) => {
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
-        // Dropping the connection closes it; nothing is in flight on it (see `idle`).
-        () = activity.idle_for(first_bytes_within) => {
-            tracing::debug!("unused connection closed");
-        }
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

@@ -68,6 +68,18 @@ fn refusal(req: &Request) -> Option<Response> {
         tracing::info!(reason = why, "request path refused");
         return Some(ApiError::BadRequest("path not allowed").into_response());
     }
+    if !only_chunked(req.headers()) {
+        // RFC 9112 §6.1: a transfer coding the server does not understand SHOULD get a 501.
+        // hyper decodes the final `chunked` and would pass the rest (`gzip, chunked`) on as
+        // if the body were plain.
+        tracing::info!("request transfer coding refused");
+        let mut resp = ApiError::NotImplemented("transfer coding not supported").into_response();
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Some(resp);
+    }
     if has_content(req.headers()) && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
     {
         // No browser sends one (fetch refuses a body on GET and HEAD), and an upstream that
@@ -95,6 +107,18 @@ fn refusal(req: &Request) -> Option<Response> {
         return Some(ApiError::BadRequest("method override not allowed").into_response());
     }
     None
+}
+
+/// No `Transfer-Encoding`, or exactly `chunked` (the only coding the gateway handles).
+fn only_chunked(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(v), None) => v
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")),
+        (Some(_), Some(_)) => false,
+    }
 }
 
 /// Whether the request announces content: a `Transfer-Encoding`, or a `Content-Length` other

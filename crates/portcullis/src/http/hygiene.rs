@@ -56,13 +56,8 @@ fn refusal(req: &Request) -> Option<Response> {
     };
     if let Err(why) = framing {
         tracing::info!(reason = why, "request framing refused");
-        let mut resp = ApiError::BadRequest("malformed request").into_response();
         // The rest of the connection may have been framed differently by a proxy in front.
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return Some(resp);
+        return Some(closing(ApiError::BadRequest("malformed request")));
     }
     if let Err(why) = check_path(req.uri().path()) {
         tracing::info!(reason = why, "request path refused");
@@ -73,12 +68,9 @@ fn refusal(req: &Request) -> Option<Response> {
         // hyper decodes the final `chunked` and would pass the rest (`gzip, chunked`) on as
         // if the body were plain.
         tracing::info!("request transfer coding refused");
-        let mut resp = ApiError::NotImplemented("transfer coding not supported").into_response();
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return Some(resp);
+        return Some(closing(ApiError::NotImplemented(
+            "transfer coding not supported",
+        )));
     }
     if has_content(req.headers()) && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
     {
@@ -86,13 +78,10 @@ fn refusal(req: &Request) -> Option<Response> {
         // ignores it would read the body as the start of the next request on a pooled
         // connection (a "CL.0" desync, shared by every user of that connection).
         tracing::info!(method = %req.method(), "request content on GET/HEAD refused");
-        let mut resp = ApiError::BadRequest("content not allowed with this method").into_response();
         // The unread content would be taken for the next request: end the connection.
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return Some(resp);
+        return Some(closing(ApiError::BadRequest(
+            "content not allowed with this method",
+        )));
     }
     if let Some(v) = req.headers().get(http::header::UPGRADE)
         && !v.as_bytes().eq_ignore_ascii_case(b"websocket")
@@ -107,6 +96,17 @@ fn refusal(req: &Request) -> Option<Response> {
         return Some(ApiError::BadRequest("method override not allowed").into_response());
     }
     None
+}
+
+/// The refusal, with the connection closed after it: what follows on it cannot be trusted to be
+/// framed as we read it.
+fn closing(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// No `Transfer-Encoding`, or exactly `chunked` (the only coding the gateway handles).

@@ -1,10 +1,11 @@
 //! Closing connections that hold a slot without using it, where hyper does not.
 //!
 //! hyper closes an HTTP/1.1 connection that takes longer than `server.header_read_timeout` to
-//! send a request head (and [`super::first_bytes`] covers the bytes before the protocol is
-//! known), but its HTTP/2 server has no such timer: a client that sent the preface and SETTINGS
-//! and then nothing, or left a header block open (HEADERS without END_HEADERS), held its
-//! connection for ever. Answering PINGs is cheap for an attacker, so keep-alive pings do not help.
+//! send a request head, but nothing times the first bytes, which hyper-util's `auto` server reads
+//! to tell an HTTP/2 preface from HTTP/1, and its HTTP/2 server has no such timer at all: a client
+//! that sent nothing, part of a preface, the preface and SETTINGS and then nothing, or left a
+//! header block open (HEADERS without END_HEADERS), held its connection for ever. Answering PINGs
+//! is cheap for an attacker, so keep-alive pings do not help.
 //!
 //! The watchdog closes a connection when, for a whole period, no request started on it and
 //! none is in flight: never a request at all (either protocol; hyper would close an HTTP/1.1 one

@@ -6,7 +6,6 @@
 //! on worker threads, one connection on one thread for its whole life (`server/workers.rs`).
 
 mod admin;
-mod first_bytes;
 mod idle;
 mod live;
 mod tls;
@@ -213,7 +212,7 @@ pub async fn run_live(
 /// Serves accepted connections on the live routers, watched for the graceful shutdown.
 struct Connections {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    /// `server.header_read_timeout`, also for a new connection's first bytes (`first_bytes`).
+    /// `server.header_read_timeout`, also the idle watchdog's period (`idle`).
     header_read_timeout: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
     graceful: GracefulShutdown,
@@ -267,13 +266,13 @@ impl Connections {
                 }
             };
             match tls {
-                None => serve_connection(&builder, stream, service, watcher, within).await,
+                None => serve_connection(&builder, stream, service, watcher).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await
                     {
-                        serve_connection(&builder, stream, service, watcher, within).await;
+                        serve_connection(&builder, stream, service, watcher).await;
                     }
                 }
             }
@@ -295,11 +294,9 @@ async fn serve_connection<I>(
     io: I,
     service: PublicService,
     watcher: Watcher,
-    first_bytes_within: Duration,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = first_bytes::FirstBytes::new(io, first_bytes_within);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(error = %e, "connection ended with an error");

@@ -178,6 +178,19 @@ async fn over_tls_the_gateway_refuses_what_it_refuses_over_http() {
             .expect("request");
         assert_eq!(r.status(), 403);
     }
+    // RFC 9113 §8.3.1: over HTTP/2, a `Host` naming another authority than `:authority` is a
+    // malformed request (400); the same authority is not.
+    let authority = gw.base.trim_start_matches("https://").to_owned();
+    for (host, status) in [("evil.example", 400), (authority.as_str(), 401)] {
+        let r = c
+            .get(format!("{}/api/orders", gw.base))
+            .header("host", host)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.version(), http::Version::HTTP_2);
+        assert_eq!(r.status(), status, "Host: {host}");
+    }
     assert_eq!(gw.upstream.count(), 0, "no upstream was contacted");
     // The login starts as over plain HTTP, with the login-state cookie `Secure` on https.
     let r = c

@@ -52,6 +52,7 @@ fn refusal(req: &Request) -> Option<Response> {
         && !req.headers().contains_key(http::header::HOST);
     let framing = match check_framing(req.headers()) {
         Ok(()) if missing_host => Err("no Host"),
+        Ok(()) if !host_matches_authority(req) => Err("Host differs from :authority"),
         other => other,
     };
     if let Err(why) = framing {
@@ -107,6 +108,21 @@ fn closing(e: ApiError) -> Response {
         http::HeaderValue::from_static("close"),
     );
     resp
+}
+
+/// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` names another authority than its
+/// `:authority` SHOULD be treated as malformed. The gateway routes by neither, but a log, a
+/// policy or an upstream further on might read the one we did not check.
+fn host_matches_authority(req: &Request) -> bool {
+    if req.version() != http::Version::HTTP_2 {
+        return true;
+    }
+    match (req.uri().authority(), req.headers().get(http::header::HOST)) {
+        (Some(authority), Some(host)) => host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes()),
+        _ => true,
+    }
 }
 
 /// No `Transfer-Encoding`, or exactly `chunked` (the only coding the gateway handles).

@@ -38,6 +38,7 @@ pub struct RedisStore {
     /// there and a command never waits for another thread to be scheduled (`server::PerWorker`).
     conn: PerWorker<OnceCell<Conn>>,
     unlock: Arc<Script>,
+    index_add: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -54,6 +55,14 @@ impl std::fmt::Debug for RedisStore {
 
 /// Compare-and-delete: only the holder of the lock token releases the lock.
 const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+/// Adds a member to an index set and extends (never shortens) the set's expiry, atomically: the
+/// fallback of `index_add`'s transaction when a Cluster slot is being migrated (one key, so the
+/// cluster client follows `ASK` for it).
+const INDEX_ADD: &str = r#"redis.call("SADD", KEYS[1], ARGV[1])
+redis.call("PEXPIRE", KEYS[1], ARGV[2], "GT")
+redis.call("PEXPIRE", KEYS[1], ARGV[2], "NX")
+return 1"#;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
@@ -87,6 +96,7 @@ impl RedisStore {
             cfg,
             conn: PerWorker::new(workers, OnceCell::new),
             unlock: Arc::new(Script::new(UNLOCK)),
+            index_add: Arc::new(Script::new(INDEX_ADD)),
         };
         store.connection_info()?;
         Ok(store)
@@ -239,11 +249,19 @@ impl RedisStore {
         key: &str,
         args: &[u64],
     ) -> Result<T, StoreError> {
-        let conn = self.conn().await?;
         let mut inv = script.key(key);
         for a in args {
             inv.arg(*a);
         }
+        self.run_script(inv).await
+    }
+
+    /// Runs a prepared script invocation (its keys in one slot) with the deadline.
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn().await?;
         let fut = async move {
             match conn {
                 Conn::Single(mut c) => inv.invoke_async::<T>(&mut c).await,
@@ -342,23 +360,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn unlock(&self, key: &StoreKey, token: &LockToken) -> Result<(), StoreError> {
-        let conn = self.conn().await?;
-        let script = Arc::clone(&self.unlock);
-        let k = self.lock_key(key);
-        let t = token.0.to_string();
-        let fut = async move {
-            let mut inv = script.key(k);
-            inv.arg(t);
-            match conn {
-                Conn::Single(mut c) => inv.invoke_async::<i64>(&mut c).await,
-                Conn::Cluster(mut c) => inv.invoke_async::<i64>(&mut c).await,
-            }
-        };
-        tokio::time::timeout(self.cfg.timeout, fut)
-            .await
-            .map_err(|_| unavailable("unlock timed out"))?
-            .map_err(unavailable)
-            .map(|_| ())
+        let mut inv = self.unlock.key(self.lock_key(key));
+        inv.arg(token.0.to_string());
+        self.run_script::<i64>(inv).await.map(|_| ())
     }
 
     async fn index_add(
@@ -387,13 +391,11 @@ impl SessionStore for RedisStore {
             .arg("NX")
             .ignore();
         if self.pipeline::<()>(&pipe).await?.is_none() {
-            // Not atomic, but each step is safe alone: the set's expiry only ever grows.
-            self.query::<i64>(redis::cmd("SADD").arg(&k).arg(&member.0))
-                .await?;
-            self.query::<i64>(redis::cmd("PEXPIRE").arg(&k).arg(ms).arg("GT"))
-                .await?;
-            self.query::<i64>(redis::cmd("PEXPIRE").arg(&k).arg(ms).arg("NX"))
-                .await?;
+            // The same steps as one script: a set left without an expiry would outlive its
+            // members for ever.
+            let mut inv = self.index_add.key(&k);
+            inv.arg(&member.0).arg(ms);
+            self.run_script::<i64>(inv).await?;
         }
         Ok(())
     }

@@ -99,6 +99,11 @@ async fn keys_of_a_migrating_slot_are_still_served() {
     let mut members = store.index_members(&index).await.expect("members");
     members.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(members, vec![first, second]);
+    let ttl: i64 = store
+        .query(redis::cmd("PTTL").arg(store.index_key(&index)))
+        .await
+        .expect("pttl");
+    assert!(ttl > 50_000, "the index set keeps its expiry: {ttl} ms");
 }
 
 /// Starts moving `key`'s slot from its master to another one and moves `key` alone, leaving

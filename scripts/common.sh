@@ -133,6 +133,15 @@ ensure_cargo_fuzz() {
   cargo install cargo-fuzz --locked
 }
 
+ensure_cargo_deny() {
+  if cargo deny --version >/dev/null 2>&1; then
+    printf '    %s\n' "$(cargo deny --version)"
+    return 0
+  fi
+  say "cargo install cargo-deny --locked"
+  cargo install cargo-deny --locked
+}
+
 # Every fuzz target in fuzz/Cargo.toml.
 FUZZ_TARGETS=(ticket_cookie return_to request_path config_toml seal_open logout_token csp_report traceparent)
 

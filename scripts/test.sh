@@ -39,6 +39,10 @@ done
 say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+say "cargo deny: bans (one TLS/crypto stack), licenses, sources (deny.toml)"
+ensure_cargo_deny
+cargo deny --offline --log-level error check bans licenses sources
+
 say "cargo test --workspace"
 cargo test --workspace
 

@@ -177,6 +177,34 @@ async fn parts_are_called_concurrently_with_one_token() {
     assert_eq!(s.idp.stats().await.expect("stats").refresh_grants(), 0);
 }
 
+/// HEAD is GET without the content (RFC 9110 §9.3.2; §9.1: a general-purpose server MUST
+/// support both), as on the route policy and the `/bff` endpoints: same status and headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn head_answers_like_get_without_content() {
+    let users = ScriptedUpstream::start().await;
+    let orders = ScriptedUpstream::start().await;
+    users.on("/users/alice", Reply::ok(json!({"name": "Alice"})));
+    orders.on("/orders", Reply::ok(json!([])));
+    let s = stack(&users, &orders).await;
+    let b = Browser::new();
+    let r = b
+        .request(Method::HEAD, &s.url("/api/dashboard?limit=1"), &[], "")
+        .await
+        .expect("anon HEAD");
+    assert_eq!(r.status, 401);
+    s.login(&b).await;
+    let get = b.get(&s.url("/api/dashboard?limit=1")).await.expect("GET");
+    let head = b
+        .request(Method::HEAD, &s.url("/api/dashboard?limit=1"), &[], "")
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status, 200, "{}", head.text());
+    assert_eq!(head.text(), "");
+    for name in ["content-type", "cache-control", "content-length"] {
+        assert_eq!(head.header(name), get.header(name), "{name}");
+    }
+}
+
 /// An aggregate may live outside `/api` and the route prefixes; it still gets the session (the
 /// session layer skips the store only for the PWA's own paths).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -336,7 +364,7 @@ async fn refused_aggregates_never_reach_an_upstream() {
         .await
         .expect("post");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
 
     // `{query.limit}` has no value: 400 before any part starts.

@@ -350,3 +350,86 @@ async fn cookie_floods_stay_bounded_and_create_no_state() {
     assert_eq!(ok.status.as_u16(), 200);
     common::leak::assert_logs_clean(&stack.idp).await;
 }
+
+/// Sends one raw request carrying `cookie` (exact bytes) and answers (status, the session
+/// cookie's value if set, the body).
+async fn raw_with_cookie(
+    stack: &Stack,
+    method: &str,
+    target: &str,
+    cookie: &[u8],
+    extra: &str,
+) -> (u16, Option<String>, String) {
+    let host = stack.base.trim_start_matches("http://");
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Cookie: ").into_bytes();
+    req.extend_from_slice(cookie);
+    req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    let raw = exchange(port_of(&stack.base), &req).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let prefix = format!("set-cookie: {COOKIE}=");
+    let ticket = head.lines().find_map(|l| {
+        l.get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(&prefix))
+            .map(|_| l[prefix.len()..].split(';').next().unwrap_or("").to_owned())
+    });
+    let status = statuses(&raw).first().copied().unwrap_or(0);
+    (status, ticket, body.to_owned())
+}
+
+/// Browsers put other cookies' values on the wire as raw bytes (`document.cookie = "n=Müller"`
+/// is sent as UTF-8, and a sibling subdomain may set such a cookie for the parent domain): one
+/// such cookie in the same `Cookie` header must hide neither the login binding nor the session.
+/// Our own cookies' values are ASCII, so a non-ASCII value of our name still counts (and a
+/// duplicate stays ambiguous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_cookies_with_non_ascii_bytes_hide_neither_the_login_nor_the_session() {
+    let stack = Stack::start().await;
+    let alice = Browser::new();
+    let callback = alice
+        .login_until_callback(
+            &stack.url("/bff/login?returnTo=/home"),
+            stack.idp.username(),
+            stack.idp.password(),
+        )
+        .await
+        .expect("login at the provider");
+    let callback = url::Url::parse(&callback).expect("callback URL");
+    let target = format!("{}?{}", callback.path(), callback.query().unwrap_or(""));
+    let binding = alice
+        .cookie("__Host-Portcullis-Login")
+        .expect("login binding cookie");
+    let foreign: &[u8] = b"pref=M\xc3\xbcller; legacy=caf\xe9";
+    let cookie = [foreign, b"; __Host-Portcullis-Login=", binding.as_bytes()].concat();
+    let (status, ticket, body) = raw_with_cookie(&stack, "GET", &target, &cookie, "").await;
+    assert_eq!(status, 302, "callback: {body}");
+    let ticket = ticket.expect("the callback set the session cookie");
+
+    let cookie = [foreign, b"; ", COOKIE.as_bytes(), b"=", ticket.as_bytes()].concat();
+    let (status, _, body) = raw_with_cookie(&stack, "GET", "/bff/session", &cookie, "").await;
+    assert_eq!(status, 200, "session: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("session JSON");
+    let csrf = json["csrfToken"].as_str().expect("csrfToken").to_owned();
+    let extra = format!("X-CSRF-Token: {csrf}\r\nContent-Length: 0\r\n");
+    let (status, _, body) = raw_with_cookie(&stack, "POST", "/api/orders/1", &cookie, &extra).await;
+    assert_eq!(status, 200, "API call: {body}");
+    assert_eq!(stack.upstream.count(), 1);
+    assert!(!stack.upstream.last().expect("request").has_header("cookie"));
+
+    // A non-ASCII value under our own name is never a session, and makes a duplicate ambiguous.
+    for own in [
+        [COOKIE.as_bytes(), b"=\xff", &ticket.as_bytes()[1..]].concat(),
+        [
+            COOKIE.as_bytes(),
+            b"=\xff; ",
+            COOKIE.as_bytes(),
+            b"=",
+            ticket.as_bytes(),
+        ]
+        .concat(),
+    ] {
+        let (status, _, _) = raw_with_cookie(&stack, "GET", "/bff/session", &own, "").await;
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&own));
+    }
+}

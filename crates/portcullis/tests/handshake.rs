@@ -395,6 +395,43 @@ async fn disabled_by_default() {
     let browser = Browser::new();
     let r = handshake(&stack, &browser, stack.idp.username(), stack.idp.password()).await;
     assert_problem(&r, 404, "not-found");
+    // Off, the endpoint does not exist for any method: no 405 whose `Allow` offers a POST that
+    // would be a 404 (RFC 9110 §15.5.6: `Allow` lists the methods the resource supports).
+    for method in [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ] {
+        let r = browser
+            .request(method.clone(), &stack.url("/bff/handshake"), &[], "")
+            .await
+            .expect("request");
+        assert_eq!(r.status.as_u16(), 404, "{method}");
+        assert_eq!(r.header("allow"), None, "{method}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{method}");
+    }
+    assert_eq!(token_requests(&stack).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_on_other_methods_are_405_with_allow_post() {
+    let stack = enabled().await;
+    let browser = Browser::new();
+    for method in [Method::GET, Method::PUT, Method::DELETE, Method::OPTIONS] {
+        let r = browser
+            .request(
+                method.clone(),
+                &stack.url("/bff/handshake"),
+                &[("origin", &stack.base)],
+                "",
+            )
+            .await
+            .expect("request");
+        assert_problem(&r, 405, "method-not-allowed");
+        assert_eq!(r.header("allow"), Some("POST"), "{method}");
+    }
     assert_eq!(token_requests(&stack).await, 0);
 }
 

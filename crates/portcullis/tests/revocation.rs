@@ -266,3 +266,114 @@ async fn the_cli_revokes_sessions_in_the_shared_store() {
         401
     );
 }
+
+/// The admin API as an operator's tools meet it: the `Bearer` scheme in any case (RFC 9110
+/// §11.1: schemes are case-insensitive; RFC 6750 §2.1), and every error, 404 and 405 included,
+/// an RFC 9457 problem like on the public listener (never an empty body or axum's plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_takes_any_case_of_bearer_and_answers_problems() {
+    let token = KeyRing::generate_encoded().expect("rng");
+    let stack = Stack::start_with(Options {
+        extra_toml: admin_toml(&token),
+        ..Options::default()
+    })
+    .await;
+    let (admin, _stop) = start_admin(&stack).await;
+    let http = Browser::new();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} {token}");
+        let r = http
+            .get_with(&format!("{admin}/healthz"), &[("authorization", &auth)])
+            .await
+            .expect("healthz");
+        assert_eq!(r.status.as_u16(), 200, "{scheme}: {}", r.text());
+    }
+    let bearer = format!("Bearer {token}");
+    let json = ("content-type", "application/json");
+    // (name, method, path, headers, body, status)
+    type Case<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        ("unknown path", Method::GET, "/nope", vec![], "", 404),
+        (
+            "wrong method",
+            Method::POST,
+            "/healthz",
+            vec![json],
+            "{}",
+            405,
+        ),
+        (
+            "revoke as text",
+            Method::POST,
+            "/sessions/revoke",
+            vec![("content-type", "text/plain")],
+            r#"{"all":true}"#,
+            415,
+        ),
+        (
+            "revoke, broken JSON",
+            Method::POST,
+            "/sessions/revoke",
+            vec![json],
+            "{",
+            400,
+        ),
+        (
+            "revoke, unknown field",
+            Method::POST,
+            "/sessions/revoke",
+            vec![json],
+            r#"{"everyone":true}"#,
+            400,
+        ),
+        (
+            "list without a subject",
+            Method::GET,
+            "/sessions",
+            vec![],
+            "",
+            400,
+        ),
+    ];
+    for (name, method, path, mut headers, body, want) in cases {
+        headers.push(("authorization", &bearer));
+        let r = http
+            .request(method, &format!("{admin}{path}"), &headers, body)
+            .await
+            .expect(name);
+        assert_eq!(r.status.as_u16(), want, "{name}: {}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{name}"
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{name}");
+        let problem = r.json().expect(name);
+        assert_eq!(problem["status"], want, "{name}");
+        if want == 405 {
+            assert_eq!(r.header("allow"), Some("GET,HEAD"), "{name}");
+        }
+    }
+    // Without the token, an unknown path says no more than a known one.
+    let r = http.get(&format!("{admin}/nope")).await.expect("nope");
+    assert_eq!(r.status.as_u16(), 401);
+    // Nothing was revoked by the refused requests.
+    let alice = Browser::new();
+    stack.login(&alice).await;
+    assert_eq!(
+        alice
+            .get(&stack.url("/bff/session"))
+            .await
+            .expect("session")
+            .status
+            .as_u16(),
+        200
+    );
+}

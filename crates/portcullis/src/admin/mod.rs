@@ -13,7 +13,10 @@ use std::sync::Weak;
 
 use axum::{
     Extension, Json, Router,
-    extract::{Query, Request, State},
+    extract::{
+        Query, Request, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -36,6 +39,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/revoke", post(revoke))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
+        // Problems like on the public listener (axum's defaults are empty bodies); behind the
+        // token, so an unknown path tells a caller without it no more than a known one.
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -48,7 +55,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(admin.token.expose().as_bytes())) {
         next.run(req).await
@@ -59,6 +66,15 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         );
         ApiError::Unauthenticated.into_response()
     }
+}
+
+/// The token of `Authorization: Bearer <token>`. The scheme is case-insensitive (RFC 9110
+/// §11.1), and RFC 6750 §2.1 allows more than one space after it: operators' tools differ.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -86,7 +102,13 @@ struct SubjectQuery {
     subject: String,
 }
 
-async fn list(State(state): State<AppState>, Query(q): Query<SubjectQuery>) -> Response {
+async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<SubjectQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return ApiError::BadRequest("give a subject").into_response();
+    };
     let iss = &state.config.oidc.issuer;
     match state
         .sessions
@@ -107,7 +129,17 @@ struct RevokeRequest {
     all: bool,
 }
 
-async fn revoke(State(state): State<AppState>, Json(r): Json<RevokeRequest>) -> Response {
+async fn revoke(
+    State(state): State<AppState>,
+    r: Result<Json<RevokeRequest>, JsonRejection>,
+) -> Response {
+    let r = match r {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            return ApiError::UnsupportedMediaType.into_response();
+        }
+        Err(_) => return ApiError::BadRequest("malformed revoke request").into_response(),
+    };
     let iss = &state.config.oidc.issuer;
     let (result, by) = match (&r.subject, r.sid, r.all) {
         (Some(sub), None, false) => (state.sessions.end_subject(iss, sub).await, "subject"),

@@ -71,6 +71,12 @@ pub async fn handshake(State(state): State<AppState>, req: Request) -> Response 
     if !state.config.oidc.password_grant {
         return ApiError::NotFound.into_response();
     }
+    if req.method() != http::Method::POST {
+        let mut resp = ApiError::MethodNotAllowed.into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
     let ctx = state.audit_context(req.headers(), crate::http::client_ip::peer_addr(&req));
     match run(&state, req, &ctx).await {
         Ok(r) => r,

@@ -14,7 +14,7 @@ mod session_info;
 use axum::{
     Router,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use http::{HeaderValue, header};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -25,7 +25,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login::start))
         .route("/callback", get(callback::finish))
-        .route("/handshake", post(handshake::handshake))
+        // Every method: off, the endpoint is a 404 whatever the method (a 405 would advertise
+        // `Allow: POST`); on, the handler answers other methods 405 itself.
+        .route("/handshake", any(handshake::handshake))
         .route("/session", get(session_info::show))
         .route("/logout", post(logout::logout))
         .route("/csp-report", post(csp_report::receive))

@@ -1,5 +1,6 @@
-//! Aggregated endpoints: one `GET` from the browser, several concurrent `GET`s to routes of the
-//! route table, one JSON object back: `{ "<part>": <body>, …, "_errors": {"<part>": {"status": N}} }`.
+//! Aggregated endpoints: one `GET` (or `HEAD`) from the browser, several concurrent `GET`s to
+//! routes of the route table, one JSON object back:
+//! `{ "<part>": <body>, …, "_errors": {"<part>": {"status": N}} }`.
 //!
 //! Every part goes through the proxy's client and URL mapping under its route (allowlist,
 //! header rules, token relay). The access token is obtained (and refreshed if needed) once per
@@ -59,8 +60,10 @@ async fn run(
     req: Request,
 ) -> Result<Response, Refusal> {
     let agg = &state.config.compose.aggregates[index];
-    if req.method() != Method::GET {
-        return Err(Refusal::Method("GET".into()));
+    // HEAD is GET without the content (RFC 9110 §9.3.2): the parts are fetched all the same, so
+    // the headers match, and the router drops the body.
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(policy::method_not_allowed(&[Method::GET]));
     }
     let session = current.0.ok_or_else(|| err(ApiError::Unauthenticated))?;
     let compose = &state.config.compose;

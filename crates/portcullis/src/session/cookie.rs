@@ -11,15 +11,20 @@ pub const LOGIN_BINDING_COOKIE: &str = "__Host-Portcullis-Login";
 
 /// All values of cookie `name` across every `Cookie` header (HTTP/2 may split them). Names match
 /// exactly: `__host-SessionID` is a different cookie.
+///
+/// Read as bytes, not as a string: browsers send other cookies' values as raw UTF-8 (or worse),
+/// and one such cookie, even a sibling subdomain's, must not hide ours. A value of our name
+/// that is not UTF-8 still counts (as `""`, which no check accepts), so a duplicate stays
+/// ambiguous.
 pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim())
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (k, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            (k == name.as_bytes()).then(|| std::str::from_utf8(v).unwrap_or(""))
         })
 }
 
@@ -77,5 +82,21 @@ mod tests {
         );
         assert_eq!(single(&h, "__Host-SessionID"), None);
         assert_eq!(values(&h, "__Host-SessionID").count(), 2);
+    }
+
+    #[test]
+    fn other_cookies_with_raw_bytes_do_not_hide_ours() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=M\xc3\xbcller; x=\xe9; __Host-SessionID=good")
+                .expect("obs-text is a valid header value"),
+        );
+        assert_eq!(single(&h, "__Host-SessionID"), Some("good"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-SessionID=\xff").expect("obs-text"),
+        );
+        assert_eq!(single(&h, "__Host-SessionID"), None);
     }
 }

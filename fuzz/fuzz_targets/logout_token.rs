@@ -230,7 +230,8 @@ fuzz_target!(|input: Input| {
         && auds.iter().all(|a| a == CLIENT)
         && azp.as_deref().is_none_or(|a| a == CLIENT)
         && fresh(iat)
-        && matches!(token.exp, Time::Missing | Time::Now | Time::HourAhead)
+        // `exp` required (errata set 1: validated as in ID tokens) and not passed.
+        && matches!(token.exp, Time::Now | Time::HourAhead)
         && !token.nonce
         && matches!(token.events, Events::Proper)
         && (token.sub.is_some() || token.sid.is_some())

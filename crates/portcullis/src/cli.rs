@@ -21,18 +21,21 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve {
+        /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Validate a configuration file (secrets included) and print every problem.
     CheckConfig {
+        /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Print a fresh base64 256-bit key for the session key ring.
     GenKey,
     /// Inspect or end sessions directly in the configured store (every instance sharing it sees
-    /// the change at once). With the file store, use the admin API of the running instance.
+    /// the change at once). With the memory store, or a file store an instance has open, use the
+    /// admin API of the running instance.
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,
@@ -43,19 +46,25 @@ pub enum Command {
 pub enum SessionsAction {
     /// How many live sessions a subject has.
     List {
+        /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// The subject (the ID token's `sub`).
         #[arg(long)]
         subject: String,
     },
     /// End sessions: all of a subject's, one provider session's (`sid`), or every session.
     Revoke {
+        /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Every session of this subject (the ID token's `sub`).
         #[arg(long, conflicts_with_all = ["sid", "all"], required_unless_present_any = ["sid", "all"])]
         subject: Option<String>,
+        /// The sessions of this provider session (the ID token's `sid`).
         #[arg(long, conflicts_with = "all")]
         sid: Option<String>,
+        /// Every session in the store.
         #[arg(long)]
         all: bool,
     },

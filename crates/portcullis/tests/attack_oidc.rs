@@ -399,3 +399,50 @@ async fn a_refresh_naming_another_user_or_issuer_ends_the_session() {
         }
     }
 }
+
+/// Discovery §4.3 (the OpenID RP test `rp-discovery-issuer-not-matching-config`): a document
+/// whose `issuer` is not exactly the configured one is another provider's (or a mix-up), so the
+/// gateway never loads it: no keys, no endpoints, logins refused with 503 until it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_document_naming_another_issuer_is_never_loaded() {
+    // (case, the document's `issuer` patched, the configured issuer with a trailing slash)
+    for (name, patched, slash) in [
+        ("the document names another issuer", true, false),
+        (
+            "configured with a trailing slash the document lacks",
+            false,
+            true,
+        ),
+    ] {
+        let idp = FakeIdp::start(
+            vec![keys().provider.jwk(Some(KID))],
+            IdpOptions {
+                discovery_patch: patched.then(|| json!({ "issuer": "https://evil.example" })),
+                ..IdpOptions::default()
+            },
+        )
+        .await;
+        let issuer = format!("{}{}", idp.issuer(), if slash { "/" } else { "" });
+        let keys_file = common::running::write_secret(
+            "keys",
+            &portcullis::crypto::keyring::KeyRing::generate_encoded().expect("rng"),
+        );
+        let secret_file = common::running::write_secret("secret", CLIENT_SECRET);
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_origin = \"http://localhost:1\"\n\n\
+             [session]\nkeys_file = \"{keys_file}\"\n\n\
+             [oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             client_secret_file = \"{secret_file}\"\n",
+        );
+        let config = portcullis::config::Config::from_toml(&toml).expect("config");
+        let state = portcullis::AppState::new(config).expect("state");
+        let err = state
+            .oidc
+            .discover()
+            .await
+            .expect_err(&format!("{name}: a document for another issuer was loaded"));
+        assert!(err.to_string().contains("names issuer"), "{name}: {err}");
+        assert!(!state.oidc.is_ready(), "{name}");
+        assert_eq!(idp.jwks_fetches(), 0, "{name}: not even its keys are read");
+    }
+}

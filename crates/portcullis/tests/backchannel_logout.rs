@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use fake_idp::{
     gateway::{Gateway, SESSION_COOKIE},
-    jose::{Signer, jws, jws_with_header, keys},
+    jose::{Signer, ec_keys, jws, jws_with_header, keys},
     provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, TokenReply},
 };
 use http::Method;
@@ -215,8 +215,11 @@ async fn forged_and_misdirected_logout_tokens_end_nothing() {
         ),
         (
             "iat too old",
-            env.token(json!({"iat": t - 3600, "exp": null})),
+            env.token(json!({"iat": t - 3600, "exp": t + 120})),
         ),
+        // Errata set 1, §2.6 step 4: `exp` is validated as in ID tokens, where it is required.
+        ("no exp", env.token(json!({"exp": null}))),
+        ("exp not a number", env.token(json!({"exp": "soon"}))),
         ("iat in the future", env.token(json!({"iat": t + 600}))),
         ("no iat", env.token(json!({"iat": null}))),
         (
@@ -239,6 +242,14 @@ async fn forged_and_misdirected_logout_tokens_end_nothing() {
             jws_with_header(
                 Signer::Rs256(p),
                 &json!({"kid": KID, "typ": "at+jwt"}),
+                &env.claims(json!({})),
+            ),
+        ),
+        (
+            "a crit header member (RFC 7515 §4.1.11: an extension not understood)",
+            jws_with_header(
+                Signer::Rs256(p),
+                &json!({"kid": KID, "typ": "logout+jwt", "crit": ["exp"]}),
                 &env.claims(json!({})),
             ),
         ),
@@ -440,6 +451,37 @@ async fn only_tokens_naming_our_issuer_and_client_may_cost_a_key_set_read() {
     assert_eq!(r.status.as_u16(), 400);
     assert_eq!(env.idp.jwks_fetches(), before + 1);
     assert!(env.alive(&alice).await, "no forged token ended a session");
+}
+
+/// §2.6 step 3: a logout token's `alg` is validated as an ID token's, whose algorithm is the one
+/// the client registered (OIDC Core §3.1.3.7 step 7). A provider that publishes keys for several
+/// algorithms (for other clients) and signs this client's ID tokens with RS256 cannot end its
+/// sessions with an ES256 logout token: the OpenID RP test `rp-backchannel-rpinitlogout-lt-wrong-alg`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_token_signed_with_another_algorithm_than_the_id_tokens_ends_nothing() {
+    let idp = FakeIdp::start(
+        vec![
+            keys().provider.jwk(Some(KID)),
+            ec_keys().provider.jwk(Some("ec1")),
+        ],
+        IdpOptions::default(),
+    )
+    .await;
+    let gw = Gateway::start(&idp, CLIENT_SECRET).await;
+    let env = Env { idp, gw };
+    let (alice, _) = env.login("alice", "sid-alice").await;
+    let es256 = jws_with_header(
+        Signer::Es256(&ec_keys().provider),
+        &json!({"kid": "ec1", "typ": "logout+jwt"}),
+        &env.claims(json!({})),
+    );
+    let r = env.send(&es256).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    assert!(env.alive(&alice).await, "the session is kept");
+    // The algorithm of the ID tokens works.
+    let r = env.send(&env.token(json!({}))).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert!(!env.alive(&alice).await);
 }
 
 /// `typ` is a media type (RFC 7515 §4.1.9: case-insensitive, `application/` optional) and `iat`

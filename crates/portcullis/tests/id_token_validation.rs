@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use fake_idp::{
     gateway::{AuthorizationRequest, BINDING_COOKIE, Gateway, SESSION_COOKIE, logged_problems},
-    jose::{self, Signer, keys},
+    jose::{self, Signer, ec_keys, keys},
     provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, TokenReply},
 };
 use http::StatusCode;
@@ -24,6 +24,7 @@ const RETURN_TO: &str = "/x";
 const KID: &str = "k1";
 const SECOND_KID: &str = "k2";
 const ROTATED_KID: &str = "k-new";
+const EC_KID: &str = "ec1";
 
 fn now() -> i64 {
     let secs = SystemTime::now()
@@ -87,6 +88,14 @@ fn two_key_jwks() -> Vec<Value> {
     vec![
         keys().provider.jwk(Some(KID)),
         keys().second.jwk(Some(SECOND_KID)),
+    ]
+}
+
+/// The RSA key and an ES256 key, as a provider that signs with ES256 publishes them.
+fn ec_jwks() -> Vec<Value> {
+    vec![
+        keys().provider.jwk(Some(KID)),
+        ec_keys().provider.jwk(Some(EC_KID)),
     ]
 }
 
@@ -184,6 +193,14 @@ fn cases() -> Vec<Case> {
         case("iat 30 s ahead (clock skew)", Session, |c| {
             signed(&c.claims_with(json!({ "iat": c.now + 30 })))
         }),
+        case("valid ES256 token", Session, |c| {
+            id_token(
+                Signer::Es256(&ec_keys().provider),
+                Some(EC_KID),
+                &c.claims(),
+            )
+        })
+        .jwks(ec_jwks),
         case("no kid, one published key", Session, |c| {
             id_token(Signer::Rs256(&keys().provider), None, &c.claims())
         }),
@@ -263,6 +280,34 @@ fn cases() -> Vec<Case> {
             LoginFailed(SIGNATURE),
             |c| id_token(Signer::Hs256(CLIENT_SECRET.as_bytes()), None, &c.claims()),
         ),
+        case(
+            "ES256 by another EC key under the provider's EC kid",
+            LoginFailed(SIGNATURE),
+            |c| {
+                id_token(
+                    Signer::Es256(&ec_keys().attacker),
+                    Some(EC_KID),
+                    &c.claims(),
+                )
+            },
+        )
+        .jwks(ec_jwks),
+        case(
+            "ES256 payload changed after signing",
+            LoginFailed(SIGNATURE),
+            |c| {
+                let t = jose::jws(
+                    Signer::Es256(&ec_keys().provider),
+                    Some(EC_KID),
+                    &c.claims(),
+                );
+                TokenReply::IdToken(jose::with_payload(
+                    &t,
+                    &c.claims_with(json!({ "sub": "mallory" })),
+                ))
+            },
+        )
+        .jwks(ec_jwks),
         case(
             "ES256 by an unknown key, provider's kid",
             LoginFailed(UNKNOWN_KEY),

@@ -13,6 +13,9 @@ import http from 'node:http';
 import * as querystring from 'node:querystring';
 
 import Provider, { errors } from 'oidc-provider';
+// Internals, for POST /_test/rotate-keys only (oidc-provider has no key rotation API).
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 
 // ---------------------------------------------------------------------------
 // Environment
@@ -57,6 +60,25 @@ const PASSWORD_GRANT = process.env.IDP_PASSWORD_GRANT === '1';
 // prompt=consent) instead of "whenever the client may refresh": IDP_STOCK_REFRESH_POLICY=1.
 const STOCK_REFRESH_POLICY = process.env.IDP_STOCK_REFRESH_POLICY === '1';
 const SCOPES = ['openid', 'offline_access', 'profile', 'email'];
+
+// Interoperability variants (README "Provider variants"); unset, the fixture is as described above.
+// The client's registered token endpoint authentication, and what discovery advertises.
+const TOKEN_ENDPOINT_AUTH_METHOD = process.env.IDP_TOKEN_ENDPOINT_AUTH_METHOD || 'client_secret_basic';
+const CLIENT_AUTH_METHODS = list(process.env.IDP_CLIENT_AUTH_METHODS);
+// The ID token signing algorithm (and the type of the signing key).
+const ID_TOKEN_ALG = process.env.IDP_ID_TOKEN_ALG || 'RS256';
+// An issuer with a path (`/realms/x`): every endpoint is served under it.
+const ISSUER_PATH = process.env.IDP_ISSUER_PATH || '';
+if (ISSUER_PATH && !/^(\/[\w.~-]+)+$/.test(ISSUER_PATH)) fail('IDP_ISSUER_PATH must look like /a/b (no trailing slash)');
+// More keys in the JWKS than the one that signs; the signing key without `alg`.
+const EXTRA_KEYS = process.env.IDP_EXTRA_KEYS === '1';
+const KEY_WITHOUT_ALG = process.env.IDP_KEY_WITHOUT_ALG === '1';
+// Leave RFC 7009 revocation / RP-initiated logout out of the provider (and its discovery).
+const REVOCATION = process.env.IDP_NO_REVOCATION !== '1';
+const END_SESSION = process.env.IDP_NO_END_SESSION !== '1';
+// oidc-provider's own default (OIDC Core §5.4): with an access token issued, the scope's claims
+// (name, email) are only in the UserInfo answer, not in the ID token.
+const CLAIMS_ONLY_IN_USERINFO = process.env.IDP_CLAIMS_ONLY_IN_USERINFO === '1';
 const REFRESH_TOKEN_TTL = 24 * 60 * 60;
 
 const USER = process.env.IDP_USER || 'alice';
@@ -123,13 +145,42 @@ const sidsBySub = new Map();
 // ---------------------------------------------------------------------------
 // Provider configuration
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingJwk = {
-  ...privateKey.export({ format: 'jwk' }),
-  use: 'sig',
-  alg: 'RS256',
-  kid: `testkit-${randomBytes(6).toString('base64url')}`,
-};
+// The key type each ID token algorithm needs.
+function keyPairFor(alg) {
+  if (/^(RS|PS)(256|384|512)$/.test(alg)) return generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const curve = { ES256: 'P-256', ES384: 'P-384', ES512: 'P-521' }[alg];
+  if (curve) return generateKeyPairSync('ec', { namedCurve: curve });
+  if (alg === 'EdDSA' || alg === 'Ed25519') return generateKeyPairSync('ed25519');
+  return fail(`IDP_ID_TOKEN_ALG ${JSON.stringify(alg)} is not supported by the fixture`);
+}
+
+function newSigningJwk(alg) {
+  const { privateKey } = keyPairFor(alg);
+  const jwk = {
+    ...privateKey.export({ format: 'jwk' }),
+    use: 'sig',
+    alg,
+    kid: `testkit-${randomBytes(6).toString('base64url')}`,
+  };
+  if (KEY_WITHOUT_ALG) delete jwk.alg;
+  return jwk;
+}
+
+// Published after the signing key with IDP_EXTRA_KEYS=1: another RSA key (no `alg`), an ES256
+// and an ES512 (P-521) key, never used to sign (oidc-provider signs with the first key that fits
+// the algorithm).
+function extraJwks() {
+  if (!EXTRA_KEYS) return [];
+  const jwk = (type, options) => generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' });
+  return [
+    { ...jwk('rsa', { modulusLength: 2048 }), use: 'sig', kid: 'testkit-extra-rsa' },
+    { ...jwk('ec', { namedCurve: 'P-256' }), use: 'sig', alg: 'ES256', kid: 'testkit-extra-es256' },
+    { ...jwk('ec', { namedCurve: 'P-521' }), use: 'sig', alg: 'ES512', kid: 'testkit-extra-es512' },
+  ];
+}
+
+let signingJwk = newSigningJwk(ID_TOKEN_ALG);
+const otherJwks = extraJwks();
 
 const client = {
   client_id: CLIENT_ID,
@@ -138,8 +189,9 @@ const client = {
   post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
   grant_types: ['authorization_code', 'refresh_token', ...(PASSWORD_GRANT ? ['password'] : [])],
   response_types: ['code'],
-  token_endpoint_auth_method: 'client_secret_basic',
+  token_endpoint_auth_method: TOKEN_ENDPOINT_AUTH_METHOD,
 };
+if (ID_TOKEN_ALG !== 'RS256') client.id_token_signed_response_alg = ID_TOKEN_ALG;
 if (BACKCHANNEL_LOGOUT_URI) {
   client.backchannel_logout_uri = BACKCHANNEL_LOGOUT_URI;
   client.backchannel_logout_session_required = true;
@@ -176,8 +228,9 @@ function configuration() {
     },
     scopes: SCOPES,
     // Put the scope's claims (name, email) into the ID token too, as most
-    // IdPs do; oidc-provider's default only puts them into /me.
-    conformIdTokenClaims: false,
+    // IdPs do; oidc-provider's default only puts them into /me
+    // (IDP_CLAIMS_ONLY_IN_USERINFO=1).
+    conformIdTokenClaims: CLAIMS_ONLY_IN_USERINFO,
     pkce: {
       required: () => true,
     },
@@ -191,10 +244,10 @@ function configuration() {
     rotateRefreshToken: true,
     features: {
       devInteractions: { enabled: false },
-      revocation: { enabled: true },
+      revocation: { enabled: REVOCATION },
       introspection: { enabled: true },
       rpInitiatedLogout: {
-        enabled: true,
+        enabled: END_SESSION,
         logoutSource,
         postLogoutSuccessSource,
       },
@@ -202,13 +255,17 @@ function configuration() {
     },
     interactions: {
       url(ctx, interaction) {
-        return `/interaction/${interaction.uid}`;
+        return `${ISSUER_PATH}/interaction/${interaction.uid}`;
       },
     },
     cookies: {
       keys: [randomBytes(32).toString('base64url')],
     },
-    jwks: { keys: [signingJwk] },
+    jwks: { keys: [signingJwk, ...otherJwks] },
+    ...(CLIENT_AUTH_METHODS.length ? { clientAuthMethods: CLIENT_AUTH_METHODS } : {}),
+    ...(ID_TOKEN_ALG !== 'RS256' ? {
+      enabledJWA: { idTokenSigningAlgValues: ['RS256', 'PS256', 'ES256', 'Ed25519', 'EdDSA', ID_TOKEN_ALG].filter((a, i, all) => all.indexOf(a) === i) },
+    } : {}),
     ttl: {
       AccessToken: ACCESS_TOKEN_TTL,
       IdToken: ID_TOKEN_TTL,
@@ -262,12 +319,12 @@ ${body}
 
 function loginPage(uid, { error, login } = {}) {
   return page('Sign in', `<h1>Sign in</h1>
-${error ? `<p id="error" role="alert">${esc(error)}</p>\n` : ''}<form id="login" method="post" action="/interaction/${esc(uid)}/login">
+${error ? `<p id="error" role="alert">${esc(error)}</p>\n` : ''}<form id="login" method="post" action="${ISSUER_PATH}/interaction/${esc(uid)}/login">
 <label>Username <input type="text" name="login" value="${esc(login || '')}" autocomplete="username" autofocus required></label>
 <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button>
 </form>
-<p><a href="/interaction/${esc(uid)}/abort">Cancel</a></p>`);
+<p><a href="${ISSUER_PATH}/interaction/${esc(uid)}/abort">Cancel</a></p>`);
 }
 
 async function logoutSource(ctx, form) {
@@ -556,6 +613,16 @@ function testRoutes(provider) {
       ctx.status = 204;
       return undefined;
     }
+    if (ctx.path === '/_test/rotate-keys' && ctx.method === 'POST') {
+      // Key rotation: a new signing key (same algorithm, new kid) signs from now on; the old one
+      // stays published unless `retire=1` (form or JSON). Answers the new key set.
+      const form = await readForm(ctx);
+      const retire = first(form.retire) === '1';
+      const previous = signingJwk;
+      signingJwk = newSigningJwk(ID_TOKEN_ALG);
+      initializeKeystore.call(provider, { keys: [signingJwk, ...(retire ? [] : [previous]), ...otherJwks] });
+      return json(ctx, 200, instance(provider).jwks);
+    }
     if (ctx.path === '/_test/backchannel-logout' && ctx.method === 'POST') {
       // Deliver back-channel logout tokens to the client's registered
       // backchannel_logout_uri, as the IdP would when the user's session ends
@@ -667,7 +734,7 @@ server.on('error', (err) => fail(`listen failed: ${err.message}`));
 
 server.listen(PORT, HOST, () => {
   const { port } = server.address();
-  const issuer = `http://${HOST}:${port}`;
+  const issuer = `http://${HOST}:${port}${ISSUER_PATH}`;
   const provider = new Provider(issuer, configuration());
   // The fixture runs on plain http on loopback: no proxy in front of it.
   provider.proxy = false;
@@ -718,12 +785,30 @@ server.listen(PORT, HOST, () => {
   provider.on('server_error', (ctx, err) => console.error(`server_error ${ctx?.method} ${ctx?.path}`, err));
 
   server.removeAllListeners('request');
-  server.on('request', provider.callback());
+  const handle = provider.callback();
+  server.on('request', ISSUER_PATH ? mountedAt(ISSUER_PATH, handle) : handle);
 
   console.error(`listening on ${issuer} client_id=${CLIENT_ID} redirect_uris=${REDIRECT_URIS.join(' ')}${PASSWORD_GRANT ? ' password_grant=on' : ''}`);
   // The one line on stdout: the Rust side waits for it.
   process.stdout.write(`IDP_READY ${issuer}\n`);
 });
+
+// Serves `handle` under `prefix` as Express's app.use(prefix, …) would (oidc-provider builds its
+// URLs from `req.originalUrl`); anything outside the prefix is a 404.
+function mountedAt(prefix, handle) {
+  return (req, res) => {
+    const url = req.url || '/';
+    const rest = url.slice(prefix.length);
+    if (!url.startsWith(prefix) || !(rest === '' || rest.startsWith('/') || rest.startsWith('?'))) {
+      res.statusCode = 404;
+      res.end();
+      return;
+    }
+    req.originalUrl = url;
+    req.url = rest.startsWith('/') ? rest : `/${rest}`;
+    handle(req, res);
+  };
+}
 
 function shutdown() {
   server.close(() => process.exit(0));

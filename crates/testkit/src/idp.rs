@@ -68,6 +68,30 @@ pub struct IdpOptions {
     /// token only when `offline_access` was granted, which oidc-provider grants only to an
     /// authorization request with `prompt=consent` (OIDC Core §11). As a provider nobody tuned.
     pub stock_refresh_policy: bool,
+    /// The client's registered `token_endpoint_auth_method` (`None`: `client_secret_basic`);
+    /// oidc-provider refuses any other method for it.
+    pub token_endpoint_auth_method: Option<String>,
+    /// The methods the provider offers (discovery `token_endpoint_auth_methods_supported`);
+    /// empty: oidc-provider's default list (`client_secret_basic`, `client_secret_post`, …).
+    pub client_auth_methods: Vec<String>,
+    /// The ID token signing algorithm (`None`: RS256), with a fresh key of the matching type:
+    /// `RS256`…`PS512`, `ES256`/`ES384`/`ES512`, `EdDSA` or `Ed25519` (both Ed25519 keys).
+    pub id_token_alg: Option<String>,
+    /// An issuer with a path (`/realms/test`, no trailing slash): every endpoint, the test ones
+    /// included, is served under it (like Keycloak's realms).
+    pub issuer_path: Option<String>,
+    /// Publishes three more keys after the signing key (an RSA key without `alg`, an ES256 and
+    /// an ES512 key), each with its own `kid`, never used to sign.
+    pub extra_keys: bool,
+    /// Publishes the signing key without `alg` (its `kid` and `use` stay).
+    pub key_without_alg: bool,
+    /// RFC 7009 revocation (default on); off, discovery has no `revocation_endpoint`.
+    pub revocation: bool,
+    /// RP-Initiated Logout (default on); off, discovery has no `end_session_endpoint`.
+    pub end_session: bool,
+    /// The scope's claims (`name`, `email`) only in the UserInfo answer, not in the ID token
+    /// (oidc-provider's own default, OIDC Core §5.4); default off.
+    pub claims_only_in_userinfo: bool,
 }
 
 impl Default for IdpOptions {
@@ -84,6 +108,15 @@ impl Default for IdpOptions {
             port: None,
             password_grant: false,
             stock_refresh_policy: false,
+            token_endpoint_auth_method: None,
+            client_auth_methods: Vec::new(),
+            id_token_alg: None,
+            issuer_path: None,
+            extra_keys: false,
+            key_without_alg: false,
+            revocation: true,
+            end_session: true,
+            claims_only_in_userinfo: false,
         }
     }
 }
@@ -256,6 +289,33 @@ impl Idp {
                 } else {
                     "0"
                 },
+            )
+            .env(
+                "IDP_TOKEN_ENDPOINT_AUTH_METHOD",
+                options
+                    .token_endpoint_auth_method
+                    .as_deref()
+                    .unwrap_or("client_secret_basic"),
+            )
+            .env(
+                "IDP_CLIENT_AUTH_METHODS",
+                options.client_auth_methods.join(","),
+            )
+            .env(
+                "IDP_ID_TOKEN_ALG",
+                options.id_token_alg.as_deref().unwrap_or("RS256"),
+            )
+            .env(
+                "IDP_ISSUER_PATH",
+                options.issuer_path.as_deref().unwrap_or(""),
+            )
+            .env("IDP_EXTRA_KEYS", flag(options.extra_keys))
+            .env("IDP_KEY_WITHOUT_ALG", flag(options.key_without_alg))
+            .env("IDP_NO_REVOCATION", flag(!options.revocation))
+            .env("IDP_NO_END_SESSION", flag(!options.end_session))
+            .env(
+                "IDP_CLAIMS_ONLY_IN_USERINFO",
+                flag(options.claims_only_in_userinfo),
             )
             .env_remove("IDP_USER_NAME")
             .env_remove("IDP_USER_EMAIL")
@@ -482,11 +542,31 @@ impl Idp {
         Ok(json)
     }
 
+    /// `POST /_test/rotate-keys`: a new signing key (same algorithm, new `kid`) signs every ID
+    /// and logout token from now on; the old key stays in the JWKS unless `retire`. Returns the
+    /// new key set.
+    pub async fn rotate_keys(&self, retire: bool) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .http
+            .post(format!("{}/_test/rotate-keys", self.issuer))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(if retire { "retire=1" } else { "retire=0" })
+            .send()
+            .await
+            .context("POST /_test/rotate-keys")?
+            .error_for_status()?;
+        Ok(resp.json().await?)
+    }
+
     /// Kills the IdP and waits for it to exit.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.child.kill().await.context("killing the IdP")?;
         Ok(())
     }
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 static NODE_MODULES: OnceCell<()> = OnceCell::const_new();

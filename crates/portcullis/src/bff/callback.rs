@@ -148,25 +148,42 @@ async fn run(
 
 /// Tokens of a successful login → a brand-new session and its exact `Set-Cookie` value. Shared by
 /// the callback and `POST /bff/handshake`, so both create the same session: claims filtered by
-/// `oidc.session_claims`, the provider's `sid`, a fresh anti-CSRF token, the absolute expiry, the
+/// `oidc.session_claims` (those the ID token lacks read from the UserInfo endpoint), the
+/// provider's `sid`, a fresh anti-CSRF token, the absolute expiry, the
 /// subject and `sid` indexes. The session the browser had before (its cookie in `headers`, and
 /// `also_end`) is ended first, never upgraded (no fixation).
 pub(super) async fn start_session(
     state: &AppState,
     tokens: Tokens,
-    id: VerifiedIdToken,
+    mut id: VerifiedIdToken,
     headers: &HeaderMap,
     also_end: Option<StoreKey>,
 ) -> Result<(Session, HeaderValue), ApiError> {
     let now = now_unix();
+    // Claims the route policies and aggregate placeholders need, beyond those already in `user`.
+    let needed = state.config.compose.claims_needed(&state.config.routes);
+    let wanted: Vec<&str> = state
+        .config
+        .oidc
+        .session_claims
+        .iter()
+        .chain(&needed)
+        .map(String::as_str)
+        .collect();
+    state
+        .oidc
+        .add_userinfo_claims(&mut id, &tokens.access_token, &wanted)
+        .await
+        .map_err(|e| match e {
+            OidcError::NotReady | OidcError::Unavailable(_) => ApiError::Unavailable,
+            other => failed(&other.to_string()),
+        })?;
     let user: Map<String, serde_json::Value> = id
         .claims
         .iter()
         .filter(|(k, _)| state.config.oidc.session_claims.iter().any(|c| c == *k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    // Claims the route policies and aggregate placeholders need, beyond those already in `user`.
-    let needed = state.config.compose.claims_needed(&state.config.routes);
     let claims: Map<String, serde_json::Value> = id
         .claims
         .iter()

@@ -218,6 +218,19 @@ pub struct OidcConfig {
     pub dangerous_send_id_token_hint_on_logout: bool,
     /// Enables `POST /bff/handshake` (the password grant, deprecated by RFC 9700).
     pub password_grant: bool,
+    /// `None`: chosen from the provider's discovery document. Set when the client is registered
+    /// for one method at a provider that offers both: providers hold each client to its own.
+    pub token_endpoint_auth_method: Option<ClientAuthMethod>,
+}
+
+/// How the client authenticates with its secret at the token and revocation endpoints
+/// (RFC 6749 §2.3.1; OIDC Core §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
 }
 
 #[derive(Debug, Clone)]
@@ -452,12 +465,20 @@ impl Validator {
             key_file: t.key_file.into(),
         });
         if let Some(t) = &tls {
+            let mut files = true;
             for (key, path) in [
                 ("server.tls.cert_file", &t.cert_file),
                 ("server.tls.key_file", &t.key_file),
             ] {
                 if !path.is_file() {
                     self.problem(key, format!("{} is not a readable file", path.display()));
+                    files = false;
+                }
+            }
+            // Loaded as `serve` will, so `check-config` and a reload refuse what `serve` would.
+            if files && let Err(problems) = crate::server::tls::server_config(t) {
+                for e in problems {
+                    self.problem(e.key, e.message);
                 }
             }
         }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{DEFAULT_SCOPES, OidcConfig, PublicOrigin, Validator, raw, secret};
+use super::{ClientAuthMethod, DEFAULT_SCOPES, OidcConfig, PublicOrigin, Validator, raw, secret};
 
 impl Validator {
     pub(super) fn oidc(
@@ -109,6 +109,20 @@ impl Validator {
             (None, Some(o)) => Url::parse(&format!("{}/", o.origin)).ok(),
             (None, None) => None,
         };
+        let token_endpoint_auth_method = match raw.token_endpoint_auth_method.as_deref() {
+            None => None,
+            Some("client_secret_basic") => Some(ClientAuthMethod::ClientSecretBasic),
+            Some("client_secret_post") => Some(ClientAuthMethod::ClientSecretPost),
+            Some(other) => {
+                self.problem(
+                    "oidc.token_endpoint_auth_method",
+                    format!(
+                        "`{other}` is not one of \"client_secret_basic\", \"client_secret_post\""
+                    ),
+                );
+                None
+            }
+        };
         Some(OidcConfig {
             issuer: issuer?,
             client_id: raw.client_id,
@@ -125,6 +139,7 @@ impl Validator {
             post_logout_redirect_uri: post_logout_redirect_uri?,
             dangerous_send_id_token_hint_on_logout: raw.dangerous_send_id_token_hint_on_logout,
             password_grant: raw.password_grant,
+            token_endpoint_auth_method,
         })
     }
 }

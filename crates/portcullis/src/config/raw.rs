@@ -188,6 +188,7 @@ pub struct RawOidc {
     pub dangerous_send_id_token_hint_on_logout: bool,
     #[serde(default)]
     pub password_grant: bool,
+    pub token_endpoint_auth_method: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -29,7 +29,24 @@ impl Validator {
         match kind {
             "memory" => Some(StoreConfig::Memory),
             "file" => match &raw.file_path {
-                Some(p) => Some(StoreConfig::File(PathBuf::from(p))),
+                Some(p) => {
+                    // The store creates its file, never its directory: caught here, so
+                    // `check-config` and a reload refuse it, not only `serve`.
+                    let path = PathBuf::from(p);
+                    let dir = match path.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d,
+                        _ => std::path::Path::new("."),
+                    };
+                    if dir.is_dir() && !path.is_dir() {
+                        Some(StoreConfig::File(path))
+                    } else {
+                        self.problem(
+                            "session.file_path",
+                            format!("`{p}`: not a file in an existing directory"),
+                        );
+                        None
+                    }
+                }
                 None => {
                     self.problem("session.file_path", "required with store = \"file\"");
                     None
@@ -52,19 +69,26 @@ impl Validator {
                     Some(RedisTopology::Cluster(us)) => us.iter().collect(),
                     None => vec![],
                 };
+                let urls_key = match &topology {
+                    Some(RedisTopology::Cluster(_)) => "session.redis_cluster_urls",
+                    _ => "session.redis_url",
+                };
                 for u in urls {
                     match Url::parse(u) {
                         Ok(p) if matches!(p.scheme(), "redis" | "rediss") => {
                             if p.password().is_some() {
                                 self.problem(
-                                    "session.redis_url",
+                                    urls_key,
                                     "put the password in `redis_password_env` or `redis_password_file`, not in the URL",
                                 );
                             }
                         }
                         _ => self.problem(
-                            "session.redis_url",
-                            format!("`{u}` is not a redis:// or rediss:// URL"),
+                            urls_key,
+                            format!(
+                                "`{}` is not a redis:// or rediss:// URL",
+                                without_user_info(u)
+                            ),
                         ),
                     }
                 }
@@ -116,5 +140,19 @@ impl Validator {
                 None
             }
         }
+    }
+}
+
+/// `u` with everything between the scheme and the last `@` replaced by `…`: a Redis URL is where
+/// a password is most often written (`redis://:password@host`, a raw one may even hold `/`), and
+/// this text goes to the terminal and, on a reload, to the logs.
+fn without_user_info(u: &str) -> String {
+    let (scheme, rest) = match u.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), u),
+    };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}…{}", &rest[at..]),
+        None => u.to_owned(),
     }
 }

@@ -306,3 +306,277 @@ fn route_timeouts_default_below_common_upstream_keep_alives_and_must_not_be_zero
         .to_string();
     assert!(err.contains("oidc.http_timeout"), "{err}");
 }
+
+/// `check-config` and `serve` agree: TLS files that exist but hold no certificate, or no key, or
+/// a key that is not the certificate's, are configuration problems (with the key), not a failure
+/// of `serve` after it has bound its port.
+#[test]
+fn tls_files_must_hold_a_certificate_and_its_key() {
+    let dir = std::env::temp_dir().join(format!("portcullis-cfg-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let pki = testkit::pki::TestPki::issue(&["localhost"]).expect("pki");
+    let other = testkit::pki::TestPki::issue(&["localhost"]).expect("pki");
+    let write = |name: &str, content: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, content).expect("write");
+        p.display().to_string()
+    };
+    let cert = write("cert.pem", &pki.cert_pem);
+    let key = write("key.pem", &pki.key_pem);
+    let other_key = write("other-key.pem", &other.key_pem);
+    let text = write("text.pem", "just text\n");
+    let tls = |cert: &str, key: &str| {
+        with_secrets("", "").replace(
+            "public_origin = \"http://localhost:8080\"",
+            &format!(
+                "public_origin = \"http://localhost:8080\"\ntls = {{ cert_file = \"{cert}\", key_file = \"{key}\" }}"
+            ),
+        )
+    };
+
+    let c = Config::from_toml(&tls(&cert, &key)).expect("a valid pair");
+    assert!(c.server.tls.is_some());
+    for (cert, key, expected) in [
+        (&text, &key, &["server.tls.cert_file"][..]),
+        (&cert, &text, &["server.tls.key_file"]),
+        (
+            &key,
+            &cert,
+            &["server.tls.cert_file", "server.tls.key_file"],
+        ),
+        (&cert, &other_key, &["server.tls"]),
+    ] {
+        let err = Config::from_toml(&tls(cert, key)).expect_err(cert);
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, expected, "{cert} {key}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Redis URL is where a password is most often written: a URL refused for its scheme or its
+/// syntax is named without its user info.
+#[test]
+fn refused_redis_urls_are_shown_without_their_password() {
+    for (key, value) in [
+        ("redis_url", "\"valkey://default:Redis-Pass-1@cache:6379\""),
+        ("redis_url", "\"redis://:Redis-Pass-2@cache:port\""),
+        (
+            "redis_cluster_urls",
+            "[\"redis://10.0.0.1:6379\", \"tcp://u:Redis-Pass-3@10.0.0.2\"]",
+        ),
+    ] {
+        let err = Config::from_toml(&with_secrets(
+            &format!("store = \"redis\"\n{key} = {value}"),
+            "",
+        ))
+        .expect_err(value)
+        .to_string();
+        assert!(
+            err.contains(&format!("session.{key}")) && !err.contains("Redis-Pass"),
+            "{err}"
+        );
+    }
+    let err = Config::from_toml(&with_secrets(
+        "store = \"redis\"\nredis_url = \"valkey://cache:6379\"",
+        "",
+    ))
+    .expect_err("scheme")
+    .to_string();
+    assert!(
+        err.contains("valkey://cache:6379"),
+        "shown otherwise: {err}"
+    );
+}
+
+/// The file store creates its file, not its directory: a missing directory is reported by
+/// `check-config`, as for `audit.path`, not only when `serve` opens the store.
+#[test]
+fn the_file_store_directory_must_exist() {
+    let err = Config::from_toml(&with_secrets(
+        "store = \"file\"\nfile_path = \"/nonexistent-portcullis-dir/sessions.redb\"",
+        "",
+    ))
+    .expect_err("no such directory")
+    .to_string();
+    assert!(err.contains("session.file_path"), "{err}");
+    let dir = std::env::temp_dir();
+    let c = Config::from_toml(&with_secrets(
+        &format!(
+            "store = \"file\"\nfile_path = \"{}\"",
+            dir.join("portcullis-not-created.redb").display()
+        ),
+        "",
+    ))
+    .expect("an existing directory");
+    assert!(matches!(c.session.store, StoreConfig::File(_)));
+    assert!(!dir.join("portcullis-not-created.redb").exists());
+}
+
+/// The words inside `…` code spans of `text`.
+fn code_words(text: &str) -> std::collections::BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|span| {
+            span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with(|c: char| c.is_ascii_lowercase()))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The keys the parser accepts in one table, from serde's own message about an unknown key.
+fn parser_keys(toml_with_unknown_key: &str) -> std::collections::BTreeSet<String> {
+    let err = toml::from_str::<RawConfig>(toml_with_unknown_key).expect_err("an unknown key");
+    let message = err.message();
+    let (_, expected) = message
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("{message}"));
+    code_words(expected)
+}
+
+/// docs/configuration.md split at its table headings (`## [server]`, and sub-table lines such as
+/// `[[aggregates.parts]]:`), by table name.
+fn doc_sections(md: &str) -> std::collections::BTreeMap<String, String> {
+    let mut sections = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in md.lines() {
+        let heading = line
+            .strip_prefix("## ")
+            .or_else(|| (line.starts_with("`[[") && line.ends_with("`:")).then_some(line));
+        if let Some(h) = heading {
+            current = h
+                .split('`')
+                .nth(1)
+                .filter(|t| t.starts_with('['))
+                .map(|t| t.trim_matches(['[', ']']).to_owned());
+            continue;
+        }
+        if let Some(name) = &current {
+            let text: &mut String = sections.entry(name.clone()).or_default();
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    sections
+}
+
+/// `[name]` / `[[name]]` headers of the example, commented out or not → (text, the key set on
+/// each line).
+fn example_sections(
+    toml: &str,
+) -> std::collections::BTreeMap<String, (String, std::collections::BTreeSet<String>)> {
+    let mut sections =
+        std::collections::BTreeMap::<String, (String, std::collections::BTreeSet<String>)>::new();
+    let mut current = String::new();
+    for line in toml.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        if line.starts_with('[') && line.ends_with(']') {
+            current = line.trim_matches(['[', ']']).to_owned();
+            continue;
+        }
+        let entry = sections.entry(current.clone()).or_default();
+        entry.0.push_str(line);
+        entry.0.push('\n');
+        if let Some((key, _)) = line.split_once('=')
+            && !key.trim().is_empty()
+            && key
+                .trim()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            entry.1.insert(key.trim().to_owned());
+        }
+    }
+    sections
+}
+
+/// Every key the parser accepts is in docs/configuration.md and in examples/portcullis.toml (the
+/// README promises "every key" for both), and neither names a key the parser would refuse.
+#[test]
+fn the_docs_and_the_example_name_exactly_the_keys_the_parser_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    let docs = doc_sections(&read("docs/configuration.md"));
+    let example = example_sections(&read("examples/portcullis.toml"));
+    const U: &str = "zz_not_a_key = 1";
+
+    let tables = parser_keys(U);
+    for t in &tables {
+        assert!(docs.contains_key(t), "no `[{t}]` section in the docs");
+        assert!(example.contains_key(t), "no `[{t}]` in the example");
+    }
+    // (parser table, its docs section, its example section, a TOML with an unknown key in it)
+    let nested = |t: &str| format!("[{t}]\n{U}");
+    let mut checks = vec![
+        (
+            "server.tls",
+            "server",
+            "server",
+            format!("[server]\ntls = {{ {U} }}"),
+        ),
+        (
+            "aggregates.parts",
+            "aggregates.parts",
+            "aggregates.parts",
+            format!("[[aggregates]]\n[[aggregates.parts]]\n{U}"),
+        ),
+        (
+            "profiles.select",
+            "profiles",
+            "profiles.select",
+            format!("[[profiles]]\n[[profiles.select]]\n{U}"),
+        ),
+    ];
+    for t in &tables {
+        let toml = if matches!(t.as_str(), "routes" | "aggregates" | "profiles") {
+            format!("[[{t}]]\n{U}")
+        } else {
+            nested(t)
+        };
+        checks.push((t.as_str(), t.as_str(), t.as_str(), toml));
+    }
+    let mut accepted =
+        std::collections::BTreeMap::<&str, std::collections::BTreeSet<String>>::new();
+    for (table, doc, ex, toml) in &checks {
+        let keys = parser_keys(toml);
+        assert!(!keys.is_empty(), "{table}");
+        let documented = code_words(&docs[*doc]);
+        let in_example = &example[*ex].0;
+        for k in &keys {
+            assert!(
+                documented.contains(k),
+                "`{table}.{k}` is not in docs/configuration.md"
+            );
+            assert!(
+                in_example.contains(&format!("{k} ="))
+                    || example.contains_key(&format!("{table}.{k}")),
+                "`{table}.{k}` is not in examples/portcullis.toml"
+            );
+        }
+        accepted
+            .entry(doc)
+            .or_default()
+            .extend(keys.iter().cloned());
+        accepted.entry(ex).or_default().extend(keys);
+    }
+    for (section, text) in &docs {
+        for row in text.lines().filter(|l| l.starts_with("| `")) {
+            for k in code_words(row.split('|').nth(1).unwrap_or_default()) {
+                assert!(
+                    accepted[section.as_str()].contains(&k),
+                    "docs/configuration.md documents `{section}.{k}`, which the parser refuses"
+                );
+            }
+        }
+    }
+    for (section, (_, keys)) in &example {
+        for k in keys {
+            assert!(
+                section.is_empty() || accepted[section.as_str()].contains(k),
+                "examples/portcullis.toml sets `{section}.{k}`, which the parser refuses"
+            );
+        }
+    }
+}

@@ -288,7 +288,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_framing, check_path};
+    use super::{check_framing, check_path, host_matches_authority};
 
     #[test]
     fn ambiguous_framing_is_refused() {
@@ -317,6 +317,41 @@ mod tests {
             h(&[("transfer-encoding", "chunked")]),
         ] {
             assert!(check_framing(&ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    /// RFC 9113 §8.3.1 compares the entities named, after RFC 3986 §6.2 normalisation: case,
+    /// and a default port written or not.
+    #[test]
+    fn host_and_authority_are_compared_as_entities() {
+        let req = |uri: &str, host: &str| {
+            let mut r = axum::extract::Request::new(axum::body::Body::empty());
+            *r.version_mut() = http::Version::HTTP_2;
+            *r.uri_mut() = uri.parse().expect("uri");
+            r.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_str(host).expect("host"),
+            );
+            r
+        };
+        for (uri, host) in [
+            ("https://a.example/x", "a.example"),
+            ("https://a.example/x", "A.Example"),
+            ("https://a.example/x", "a.example:443"),
+            ("https://a.example:443/x", "a.example"),
+            ("http://a.example/x", "a.example:80"),
+            ("https://a.example:8443/x", "a.example:8443"),
+            ("https://[::1]/x", "[::1]:443"),
+        ] {
+            assert!(host_matches_authority(&req(uri, host)), "{uri} {host}");
+        }
+        for (uri, host) in [
+            ("https://a.example/x", "b.example"),
+            ("https://a.example/x", "a.example:8443"),
+            ("https://a.example:8443/x", "a.example"),
+            ("http://a.example/x", "a.example:443"),
+        ] {
+            assert!(!host_matches_authority(&req(uri, host)), "{uri} {host}");
         }
     }
 

@@ -22,6 +22,8 @@ const LOGIN_MAX_AGE: u64 = 600;
 #[derive(Debug, Clone)]
 pub struct VerifiedIdToken {
     pub raw: String,
+    /// The token's claims, plus at login those read from the UserInfo endpoint that it lacks
+    /// (`OidcProvider::add_userinfo_claims`).
     pub claims: Map<String, Value>,
     pub sub: String,
     pub iss: String,
@@ -79,6 +81,13 @@ pub(super) fn verify(
         ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
         ) => OidcError::UnknownSigningKey,
+        // Without a `kid` (a provider with one key, OIDC Core §10.1) a rotated key shows only as
+        // a signature the known key does not verify: worth the same one re-read of the key set
+        // as an unknown `kid` (rate-limited by the caller). `iss` and `aud` are checked before
+        // the signature, so only a token naming this provider and client gets this far.
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::CryptoError(_),
+        ) if !header_has_kid(raw) => OidcError::UnknownSigningKey,
         other => {
             // The library's message drops the cause (e.g. "alg none" vs a bad signature).
             let cause = std::error::Error::source(&other)
@@ -110,6 +119,22 @@ pub(super) fn verify(
     })
 }
 
+/// Whether the (already parsed) JWS header names a `kid`.
+fn header_has_kid(raw: &str) -> bool {
+    raw.split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+        .is_some_and(|h| h.contains_key("kid"))
+}
+
+/// The `alg` of a compact JWS's header (read without verifying anything).
+pub(super) fn header_alg(raw: &str) -> Option<String> {
+    let header = URL_SAFE_NO_PAD.decode(raw.split('.').next()?).ok()?;
+    let header: Map<String, Value> = serde_json::from_slice(&header).ok()?;
+    header.get("alg")?.as_str().map(str::to_owned)
+}
+
 fn payload(raw: &str) -> Result<Map<String, Value>, OidcError> {
     let part = raw
         .split('.')
@@ -138,6 +163,14 @@ fn check_azp(claims: &Map<String, Value>, client_id: &str) -> Result<(), OidcErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kid_in_the_header_is_seen() {
+        let token = |header: &str| format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(header));
+        assert!(header_has_kid(&token(r#"{"alg":"RS256","kid":"k1"}"#)));
+        assert!(!header_has_kid(&token(r#"{"alg":"RS256"}"#)));
+        assert!(!header_has_kid("not base64!.e30.sig"));
+    }
 
     #[test]
     fn azp_rules() {

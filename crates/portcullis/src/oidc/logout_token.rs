@@ -118,6 +118,11 @@ pub fn verify_with_keys(
     {
         return Err(bad(&format!("typ `{typ}` is not a logout token")));
     }
+    // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand (and it understands
+    // none) makes the JWS invalid; the same rule refuses such an ID token.
+    if header.crit.is_some() {
+        return Err(bad("critical header extension"));
+    }
     let jwk = select_key(jwks, header.kid.as_deref(), header.alg)?;
     let key =
         DecodingKey::from_jwk(jwk).map_err(|e| bad(&format!("provider key unusable: {e}")))?;
@@ -125,12 +130,20 @@ pub fn verify_with_keys(
     let mut v = Validation::new(header.alg);
     v.set_issuer(&[issuer]);
     v.set_audience(&[client_id]);
-    v.set_required_spec_claims(&["iss", "aud"]);
-    // `exp` is not required by the final spec; when present it must not have passed.
+    // `exp` too: errata set 1 of the spec (§2.6 step 4) validates it "in the same way" as in ID
+    // tokens, where it is required. It must not have passed.
+    v.set_required_spec_claims(&["iss", "aud", "exp"]);
     v.validate_exp = true;
     v.leeway = FUTURE_SKEW;
     let claims = jsonwebtoken::decode::<Map<String, Value>>(raw, &key, &v)
-        .map_err(|e| bad(&format!("rejected: {e}")))?
+        .map_err(|e| match e.kind() {
+            // Without a `kid`, a provider's rotated single key shows only as a bad signature:
+            // the caller re-reads the key set once, as for an unknown `kid` (ID tokens alike).
+            jsonwebtoken::errors::ErrorKind::InvalidSignature if header.kid.is_none() => {
+                OidcError::UnknownSigningKey
+            }
+            _ => bad(&format!("rejected: {e}")),
+        })?
         .claims;
 
     let now = now_unix();
@@ -173,7 +186,7 @@ pub fn verify_with_keys(
     let jti = text("jti")
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or_else(|| bad("no usable jti"))?;
-    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    let exp = claims.get("exp").and_then(numeric_date).unwrap_or(0);
     Ok(LogoutRequest {
         iss: issuer.to_owned(),
         sub,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::OidcError;
-use crate::config::OidcConfig;
+use crate::config::{ClientAuthMethod, OidcConfig};
 
 /// Metadata fields `openidconnect`'s core type does not model.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -59,6 +59,9 @@ pub struct Discovered {
     jwks_uri: openidconnect::JsonWebKeySetUrl,
     pub revocation_endpoint: Option<Url>,
     pub end_session_endpoint: Option<Url>,
+    /// Where claims the ID token lacks are read (OIDC Core §5.3); `None` when the document names
+    /// no usable one.
+    pub userinfo_endpoint: Option<Url>,
     /// `client_secret_basic` (the default) or `client_secret_post`.
     pub auth_basic: bool,
     /// The provider advertises RFC 9207, so a callback without `iss` is refused (mix-up defence).
@@ -81,16 +84,18 @@ fn endpoint(name: &str, value: Option<&String>) -> Result<Option<Url>, OidcError
 
 /// Discovery (OpenID Connect Discovery 1.0 §4): the document at the issuer's well-known URL,
 /// normalised (see [`normalise_discovery`]), parsed, its `issuer` checked to equal ours exactly
-/// (§4.3), then its key set.
+/// (§4.3), then its key set. The UserInfo endpoint is read on its own, leniently (see
+/// [`userinfo_endpoint`]).
 async fn fetch_metadata(
     issuer: &IssuerUrl,
     http: &super::http_client::TracedClient,
-) -> Result<Metadata, OidcError> {
+) -> Result<(Metadata, Option<Url>), OidcError> {
     let unavailable = |what: String| OidcError::Unavailable(format!("discovery: {what}"));
     let url = issuer
         .join(".well-known/openid-configuration")
         .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
     let mut doc: serde_json::Value = get_json(url.as_str(), "discovery", http).await?;
+    let userinfo = userinfo_endpoint(&doc);
     normalise_discovery(&mut doc);
     let meta: Metadata =
         serde_json::from_value(doc).map_err(|e| unavailable(format!("metadata: {e}")))?;
@@ -102,7 +107,17 @@ async fn fetch_metadata(
         )));
     }
     let jwks = fetch_jwks(meta.jwks_uri(), http).await?;
-    Ok(meta.set_jwks(jwks))
+    Ok((meta.set_jwks(jwks), userinfo))
+}
+
+/// The document's `userinfo_endpoint` when it is an absolute `http(s)` URL. Only an optional
+/// source of display claims hangs on it, so a provider that sends an empty string or a relative
+/// path has none, rather than a document that fails to load (and with it every login).
+fn userinfo_endpoint(doc: &serde_json::Value) -> Option<Url> {
+    let raw = doc.get("userinfo_endpoint")?.as_str()?;
+    Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http"))
 }
 
 /// The provider's key set. Its media type is not checked: key sets are often static files,
@@ -139,8 +154,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| unavailable(format!("{url} could not be read ({e})")))
 }
 
-/// Discovery members Portcullis never reads. They are dropped before parsing: a provider that
-/// sends one of them in an unexpected shape (an empty `op_policy_uri`, a relative
+/// Discovery members Portcullis does not parse strictly (`userinfo_endpoint` is read before, on
+/// its own, see [`userinfo_endpoint`]). They are dropped before parsing: a provider that sends
+/// one of them in an unexpected shape (an empty `op_policy_uri`, a relative
 /// `service_documentation`, numbers in `claims_supported`, `"false"` for a boolean) would
 /// otherwise fail the whole document, and with it every login. Discovery §3 allows members the
 /// client does not understand; these are ones it does not need.
@@ -226,6 +242,58 @@ pub fn normalise_discovery(doc: &mut serde_json::Value) {
     }
 }
 
+/// The first endpoint that is not `https` when the issuer is: the client secret, codes and
+/// tokens go to these, and a plain-HTTP one in the document would send them in the clear. (A
+/// plain-HTTP issuer is a loopback or test set-up the configuration already allowed.)
+fn plain_http_endpoint<'a, const N: usize>(
+    issuer: &Url,
+    endpoints: [(&'a str, Option<&Url>); N],
+) -> Option<&'a str> {
+    if issuer.scheme() != "https" {
+        return None;
+    }
+    endpoints
+        .into_iter()
+        .find(|(_, u)| u.is_some_and(|u| u.scheme() != "https"))
+        .map(|(name, _)| name)
+}
+
+/// Whether the client authenticates with `client_secret_basic` (else `client_secret_post`).
+/// The configured method wins: a provider that offers both still holds each client to the one it
+/// was registered with. A configured method the provider does not list is used anyway (lists
+/// are not always complete; the token endpoint's answer will tell) and logged. Unconfigured:
+/// Basic when offered or when the provider lists nothing (its default, Discovery §3), else Post.
+fn client_auth_basic(
+    configured: Option<ClientAuthMethod>,
+    offered: Option<&Vec<CoreClientAuthMethod>>,
+) -> Result<bool, OidcError> {
+    let offers = |m: &CoreClientAuthMethod| offered.is_none_or(|list| list.contains(m));
+    match configured {
+        Some(method) => {
+            let (basic, name) = match method {
+                ClientAuthMethod::ClientSecretBasic => {
+                    (true, CoreClientAuthMethod::ClientSecretBasic)
+                }
+                ClientAuthMethod::ClientSecretPost => {
+                    (false, CoreClientAuthMethod::ClientSecretPost)
+                }
+            };
+            if !offers(&name) {
+                tracing::warn!(
+                    method = name.as_ref(),
+                    "the provider does not list the configured oidc.token_endpoint_auth_method; using it anyway"
+                );
+            }
+            Ok(basic)
+        }
+        None if offers(&CoreClientAuthMethod::ClientSecretBasic) => Ok(true),
+        None if offers(&CoreClientAuthMethod::ClientSecretPost) => Ok(false),
+        None => Err(OidcError::Unavailable(
+            "provider supports neither client_secret_basic nor client_secret_post".into(),
+        )),
+    }
+}
+
 impl Discovered {
     pub async fn load(
         cfg: &OidcConfig,
@@ -234,22 +302,15 @@ impl Discovered {
     ) -> Result<Self, OidcError> {
         let issuer = IssuerUrl::new(cfg.issuer.clone())
             .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
-        let meta = fetch_metadata(&issuer, http).await?;
+        let (meta, userinfo_endpoint) = fetch_metadata(&issuer, http).await?;
         let token_endpoint = meta
             .token_endpoint()
             .cloned()
             .ok_or_else(|| OidcError::Unavailable("metadata has no token_endpoint".into()))?;
-        let methods = meta.token_endpoint_auth_methods_supported();
-        let auth_basic = match methods {
-            None => true,
-            Some(m) if m.contains(&CoreClientAuthMethod::ClientSecretBasic) => true,
-            Some(m) if m.contains(&CoreClientAuthMethod::ClientSecretPost) => false,
-            Some(_) => {
-                return Err(OidcError::Unavailable(
-                    "provider supports neither client_secret_basic nor client_secret_post".into(),
-                ));
-            }
-        };
+        let auth_basic = client_auth_basic(
+            cfg.token_endpoint_auth_method,
+            meta.token_endpoint_auth_methods_supported(),
+        )?;
         if let Some(pkce) = &meta.additional_metadata().code_challenge_methods_supported
             && !pkce.iter().any(|m| m == "S256")
         {
@@ -264,6 +325,24 @@ impl Discovered {
             endpoint("revocation_endpoint", extra.revocation_endpoint.as_ref())?;
         let end_session_endpoint =
             endpoint("end_session_endpoint", extra.end_session_endpoint.as_ref())?;
+        if let Some(name) = plain_http_endpoint(
+            issuer.url(),
+            [
+                (
+                    "authorization_endpoint",
+                    Some(meta.authorization_endpoint().url()),
+                ),
+                ("token_endpoint", Some(token_endpoint.url())),
+                ("jwks_uri", Some(meta.jwks_uri().url())),
+                ("revocation_endpoint", revocation_endpoint.as_ref()),
+                ("end_session_endpoint", end_session_endpoint.as_ref()),
+                ("userinfo_endpoint", userinfo_endpoint.as_ref()),
+            ],
+        ) {
+            return Err(OidcError::Unavailable(format!(
+                "metadata {name}: not https, while the issuer is"
+            )));
+        }
         let jwks_uri = meta.jwks_uri().clone();
         let jwks = meta.jwks().clone();
         let client = CoreClient::new(
@@ -287,6 +366,7 @@ impl Discovered {
             jwks_uri,
             revocation_endpoint,
             end_session_endpoint,
+            userinfo_endpoint,
             auth_basic,
             iss_parameter_required,
         })
@@ -310,6 +390,7 @@ impl Discovered {
             jwks_uri: self.jwks_uri.clone(),
             revocation_endpoint: self.revocation_endpoint.clone(),
             end_session_endpoint: self.end_session_endpoint.clone(),
+            userinfo_endpoint: self.userinfo_endpoint.clone(),
             auth_basic: self.auth_basic,
             iss_parameter_required: self.iss_parameter_required,
         })
@@ -397,6 +478,76 @@ mod tests {
                 .authorization_response_iss_parameter_supported,
             Some(false)
         );
+    }
+
+    #[test]
+    fn an_https_issuer_has_only_https_endpoints() {
+        let u = |s: &str| Url::parse(s).expect("url");
+        let (issuer, token, plain) = (
+            u("https://idp.example"),
+            u("https://idp.example/token"),
+            u("http://idp.example/me"),
+        );
+        assert_eq!(
+            plain_http_endpoint(
+                &issuer,
+                [
+                    ("token_endpoint", Some(&token)),
+                    ("userinfo_endpoint", None)
+                ]
+            ),
+            None
+        );
+        assert_eq!(
+            plain_http_endpoint(
+                &issuer,
+                [
+                    ("token_endpoint", Some(&token)),
+                    ("userinfo_endpoint", Some(&plain))
+                ]
+            ),
+            Some("userinfo_endpoint")
+        );
+        // A plain-HTTP issuer (loopback, tests) is not held to it.
+        assert_eq!(
+            plain_http_endpoint(
+                &u("http://127.0.0.1:9000"),
+                [("userinfo_endpoint", Some(&plain))]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn only_an_absolute_http_userinfo_endpoint_is_used() {
+        let mut doc = minimal();
+        doc["userinfo_endpoint"] = json!("https://idp.example/me");
+        assert_eq!(
+            userinfo_endpoint(&doc).map(String::from).as_deref(),
+            Some("https://idp.example/me")
+        );
+        for odd in [json!(""), json!("/me"), json!(7), json!("javascript:x")] {
+            doc["userinfo_endpoint"] = odd.clone();
+            assert_eq!(userinfo_endpoint(&doc), None, "{odd}");
+        }
+        assert_eq!(userinfo_endpoint(&minimal()), None);
+    }
+
+    #[test]
+    fn the_configured_client_authentication_wins_over_the_providers_list() {
+        use ClientAuthMethod::{ClientSecretBasic, ClientSecretPost};
+        use CoreClientAuthMethod as M;
+        let both = vec![M::ClientSecretBasic, M::ClientSecretPost];
+        let post = vec![M::ClientSecretPost];
+        let jwt_only = vec![M::PrivateKeyJwt];
+        assert!(client_auth_basic(None, None).expect("default"));
+        assert!(client_auth_basic(None, Some(&both)).expect("both"));
+        assert!(!client_auth_basic(None, Some(&post)).expect("post only"));
+        assert!(client_auth_basic(None, Some(&jwt_only)).is_err());
+        assert!(!client_auth_basic(Some(ClientSecretPost), Some(&both)).expect("configured"));
+        assert!(!client_auth_basic(Some(ClientSecretPost), None).expect("configured"));
+        assert!(client_auth_basic(Some(ClientSecretBasic), Some(&post)).expect("configured"));
+        assert!(!client_auth_basic(Some(ClientSecretPost), Some(&jwt_only)).expect("configured"));
     }
 
     #[test]

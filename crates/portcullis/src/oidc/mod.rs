@@ -11,6 +11,7 @@ mod id_token;
 pub mod logout_token;
 mod metadata;
 mod revoke;
+mod userinfo;
 
 use std::{
     sync::{Arc, RwLock},
@@ -62,6 +63,10 @@ pub struct OidcProvider {
     /// Serializes JWKS re-fetches and remembers the last one, so unknown `kid`s cannot make us
     /// hammer the provider.
     last_jwks_fetch: Mutex<Option<tokio::time::Instant>>,
+    /// The `alg`s of the valid ID tokens this process has seen from the provider: the algorithm
+    /// the client is registered with, which logout tokens must use too (see
+    /// [`verify_logout_token`](Self::verify_logout_token)).
+    id_token_algs: RwLock<Vec<String>>,
 }
 
 const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
@@ -107,6 +112,7 @@ impl OidcProvider {
             http,
             discovered: RwLock::new(None),
             last_jwks_fetch: Mutex::new(None),
+            id_token_algs: RwLock::new(Vec::new()),
         })
     }
 
@@ -248,6 +254,47 @@ impl OidcProvider {
         tokens(&response, Some(id_token), self.config().refresh_skew)
     }
 
+    /// Adds the claims of `wanted` that the ID token lacks from the provider's UserInfo endpoint,
+    /// when it has one and something is missing (OIDC Core §5.3; a §5.4 provider puts the scope's
+    /// claims only there). The ID token's own claims are never replaced: they are signed, the
+    /// UserInfo answer is not. An answer about another `sub` fails the login (§5.3.2); an
+    /// endpoint that is down or answers something unusable does not: the session then has the ID
+    /// token's claims only, and the reason is logged.
+    pub async fn add_userinfo_claims(
+        &self,
+        id: &mut VerifiedIdToken,
+        access_token: &str,
+        wanted: &[&str],
+    ) -> Result<(), OidcError> {
+        let d = self.ready()?;
+        let Some(endpoint) = &d.userinfo_endpoint else {
+            return Ok(());
+        };
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|c| !id.claims.contains_key(*c) && userinfo::may_supply(c))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        match userinfo::fetch(&self.http, endpoint, access_token, &id.sub).await {
+            Ok(claims) => {
+                for name in missing {
+                    if let Some(v) = claims.get(name) {
+                        id.claims.insert(name.to_owned(), v.clone());
+                    }
+                }
+                Ok(())
+            }
+            Err(OidcError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "no claims from the UserInfo endpoint; the session has the ID token's claims only");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// RFC 9207: the authorization response's `iss` must be exactly our issuer when present, and
     /// present when the provider advertises it (a mix-up attack routes another provider's code
     /// here). Checked before the code is used.
@@ -343,13 +390,36 @@ impl OidcProvider {
         expected_sub: Option<&str>,
     ) -> Result<VerifiedIdToken, OidcError> {
         let d = self.ready()?;
-        match id_token::verify(&d, &self.cfg, raw, nonce, expected_sub) {
+        let verified = match id_token::verify(&d, &self.cfg, raw, nonce, expected_sub) {
             Err(OidcError::UnknownSigningKey) => {
                 // The provider may have rotated its keys: re-read the JWKS once and retry.
                 let d = self.refetch_jwks(&d).await?;
                 id_token::verify(&d, &self.cfg, raw, nonce, expected_sub)
             }
             other => other,
+        }?;
+        self.remember_id_token_alg(raw);
+        Ok(verified)
+    }
+
+    /// Notes the `alg` of a verified ID token (a handful at most: the provider's algorithms).
+    fn remember_id_token_alg(&self, raw: &str) {
+        let Some(alg) = id_token::header_alg(raw) else {
+            return;
+        };
+        let known = self
+            .id_token_algs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&alg);
+        if !known {
+            let mut algs = self
+                .id_token_algs
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if !algs.contains(&alg) {
+                algs.push(alg);
+            }
         }
     }
 
@@ -371,7 +441,31 @@ impl OidcProvider {
 
     /// Validates a back-channel logout token (signature, claims; not `jti` uniqueness), re-reading
     /// the provider's JWKS once if it names an unknown key.
+    ///
+    /// Its `alg` must also be one the provider's ID tokens use, once this process has seen one:
+    /// Back-Channel Logout §2.6 step 3 validates it "in the same way" as an ID token's, which is
+    /// the algorithm the client is registered with (OIDC Core §3.1.3.7 step 7). A provider that
+    /// publishes keys for several algorithms (for its other clients) signs this client's logout
+    /// tokens as its ID tokens; a token signed otherwise is refused. Before the first login of the
+    /// process nothing is known, and any asymmetric algorithm is accepted.
     pub async fn verify_logout_token(
+        &self,
+        raw: &str,
+    ) -> Result<logout_token::LogoutRequest, OidcError> {
+        let request = self.verify_logout_token_signature_and_claims(raw).await?;
+        let algs = self.id_token_algs.read().unwrap_or_else(|p| p.into_inner());
+        match id_token::header_alg(raw) {
+            Some(alg) if !algs.is_empty() && !algs.contains(&alg) => {
+                Err(OidcError::InvalidIdToken(format!(
+                    "logout token: alg {alg} is not the one of the provider's ID tokens ({})",
+                    algs.join(", ")
+                )))
+            }
+            _ => Ok(request),
+        }
+    }
+
+    async fn verify_logout_token_signature_and_claims(
         &self,
         raw: &str,
     ) -> Result<logout_token::LogoutRequest, OidcError> {

@@ -8,7 +8,7 @@
 mod admin;
 mod idle;
 mod live;
-mod tls;
+pub(crate) mod tls;
 mod workers;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -54,12 +54,19 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// [`bind`], with the key and address in the error: "Address already in use" alone does not
+/// tell an operator which of the listeners it was.
+fn bind_for(key: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    bind(addr).with_context(|| format!("{key} {addr}: cannot listen"))
+}
+
 /// Loads everything, starts provider discovery in the background and serves until a signal.
 /// `path` is the config file, re-read on SIGHUP.
 pub async fn serve(config: Config, path: PathBuf, hangup: Hangup) -> anyhow::Result<()> {
-    let listener = bind(config.server.listen)?;
+    let listener = bind_for("server.listen", config.server.listen)?;
     let admin = match &config.admin {
-        Some(a) => Some(bind(a.listen)?),
+        Some(a) => Some(bind_for("admin.listen", a.listen)?),
         None => None,
     };
     let state = AppState::new(config)?;

@@ -147,6 +147,12 @@ impl Refresher {
                 let record = Arc::make_mut(&mut current.record);
                 record.access_token = tokens.access_token;
                 record.access_expires_at = tokens.access_expires_at;
+                // RFC 6749 §5.1: `scope` is sent when the grant differs from the one asked for
+                // (a refresh may narrow it, §6); absent, the scopes are unchanged. Route
+                // policies (`require_scopes`) must judge the token that is now attached.
+                if let Some(scopes) = tokens.scopes {
+                    record.scopes = scopes;
+                }
                 if let Some(new_rt) = tokens.refresh_token {
                     record.refresh_token = Some(new_rt);
                 }

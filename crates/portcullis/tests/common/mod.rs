@@ -42,6 +42,9 @@ pub struct Options {
     /// The provider's own refresh-token policy (`offline_access` granted only with
     /// `prompt=consent`), instead of the fixture's "always".
     pub idp_stock_refresh_policy: bool,
+    /// Last changes to the provider's options: another provider's behaviour (client
+    /// authentication, signing algorithm, issuer path, missing endpoints, ...).
+    pub idp_variant: fn(&mut IdpOptions),
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             backchannel_logout: false,
             idp_password_grant: false,
             idp_stock_refresh_policy: false,
+            idp_variant: |_| {},
         }
     }
 }
@@ -97,6 +101,7 @@ impl Stack {
         }
         idp_opts.password_grant = opts.idp_password_grant;
         idp_opts.stock_refresh_policy = opts.idp_stock_refresh_policy;
+        (opts.idp_variant)(&mut idp_opts);
         let idp = Idp::start(idp_opts)
             .await
             .expect("start the OpenID Provider");

@@ -1,6 +1,6 @@
-//! Just enough JOSE to forge ID tokens, good and bad: RS256 with fixed test keys, HS256 with any
-//! secret, ES256 with a throwaway key, and unsigned (`alg: none`) tokens. Built on `ring`, which
-//! the gateway already uses; nothing here validates anything.
+//! Just enough JOSE to forge ID tokens, good and bad: RS256 with fixed test keys, ES256 with keys
+//! made for the test process, HS256 with any secret, and unsigned (`alg: none`) tokens. Built on
+//! `ring`, which the gateway already uses; nothing here validates anything.
 
 use std::sync::OnceLock;
 
@@ -12,7 +12,7 @@ use ring::{
     hmac,
     rand::SystemRandom,
     rsa::PublicKeyComponents,
-    signature::{self, EcdsaKeyPair, RsaKeyPair},
+    signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair},
 };
 use serde_json::{Value, json};
 
@@ -43,6 +43,61 @@ pub fn keys() -> &'static Keys {
         rotated: RsaKey::from_pem(ROTATED_PEM),
         attacker: RsaKey::from_pem(ATTACKER_PEM),
     })
+}
+
+/// A P-256 key pair for ES256, generated once per test process (nothing outside it needs to
+/// know the key, so no fixed file).
+#[derive(Debug)]
+pub struct EcKey(EcdsaKeyPair);
+
+/// The provider's ES256 signing key, and one that only an attacker has.
+#[derive(Debug)]
+pub struct EcKeys {
+    pub provider: EcKey,
+    pub attacker: EcKey,
+}
+
+pub fn ec_keys() -> &'static EcKeys {
+    static KEYS: OnceLock<EcKeys> = OnceLock::new();
+    KEYS.get_or_init(|| EcKeys {
+        provider: EcKey::generate(),
+        attacker: EcKey::generate(),
+    })
+}
+
+impl EcKey {
+    fn generate() -> Self {
+        let rng = SystemRandom::new();
+        let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+        EcKey(EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("EC key"))
+    }
+
+    /// The public key as a JWK (`kty` EC, `crv` P-256), as a provider publishes it.
+    pub fn jwk(&self, kid: Option<&str>) -> Value {
+        // An uncompressed point: 0x04 || x || y, 32 bytes each.
+        let point = self.0.public_key().as_ref();
+        let mut jwk = json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "use": "sig",
+            "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        });
+        if let Some(kid) = kid {
+            jwk["kid"] = Value::from(kid);
+        }
+        jwk
+    }
+
+    fn sign_es256(&self, input: &[u8]) -> Vec<u8> {
+        self.0
+            .sign(&SystemRandom::new(), input)
+            .expect("ECDSA signing")
+            .as_ref()
+            .to_vec()
+    }
 }
 
 impl RsaKey {
@@ -117,6 +172,7 @@ impl RsaKey {
 #[derive(Debug, Clone, Copy)]
 pub enum Signer<'a> {
     Rs256(&'a RsaKey),
+    Es256(&'a EcKey),
     Hs256(&'a [u8]),
     /// ES256 with a key generated on the spot (so in no JWKS).
     Es256Throwaway,
@@ -128,6 +184,7 @@ impl Signer<'_> {
     fn alg(&self) -> &str {
         match self {
             Signer::Rs256(_) => "RS256",
+            Signer::Es256(_) => "ES256",
             Signer::Hs256(_) => "HS256",
             Signer::Es256Throwaway => "ES256",
             Signer::Unsigned(alg) => alg,
@@ -137,6 +194,7 @@ impl Signer<'_> {
     fn sign(&self, input: &[u8]) -> Vec<u8> {
         match self {
             Signer::Rs256(key) => key.sign_rs256(input),
+            Signer::Es256(key) => key.sign_es256(input),
             Signer::Hs256(secret) => hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), input)
                 .as_ref()
                 .to_vec(),

@@ -78,6 +78,16 @@ pub struct IdpOptions {
     pub discovery_patch: Option<Value>,
     /// The key set's `Content-Type` (default `application/json`), e.g. a static file's.
     pub jwks_content_type: Option<&'static str>,
+    /// Advertise `{issuer}/userinfo` (answered as set by [`FakeIdp::set_userinfo`]).
+    pub userinfo: bool,
+}
+
+/// What the UserInfo endpoint saw in one request.
+#[derive(Debug, Clone, Default)]
+pub struct UserinfoRequest {
+    pub method: String,
+    pub authorization: Option<String>,
+    pub query: Option<String>,
 }
 
 struct Shared {
@@ -93,6 +103,12 @@ struct Shared {
     /// `expires_in` of issued access tokens (seconds).
     expires_in: std::sync::atomic::AtomicU64,
     token_requests: Mutex<Vec<TokenRequest>>,
+    userinfo: bool,
+    /// The UserInfo answer to a request with a valid access token: status, content type, body.
+    userinfo_reply: Mutex<Option<(StatusCode, &'static str, String)>>,
+    userinfo_requests: Mutex<Vec<UserinfoRequest>>,
+    /// The UserInfo endpoint accepts requests and never answers.
+    userinfo_hangs: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,11 +174,16 @@ impl FakeIdp {
             refresh_script: Mutex::default(),
             expires_in: std::sync::atomic::AtomicU64::new(3600),
             token_requests: Mutex::default(),
+            userinfo: opts.userinfo,
+            userinfo_reply: Mutex::default(),
+            userinfo_requests: Mutex::default(),
+            userinfo_hangs: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks_doc))
             .route("/token", post(token))
+            .route("/userinfo", get(userinfo).post(userinfo))
             .with_state(Arc::clone(&shared));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -215,6 +236,23 @@ impl FakeIdp {
     pub fn token_requests(&self) -> Vec<TokenRequest> {
         lock(&self.shared.token_requests).clone()
     }
+
+    /// How the UserInfo endpoint answers a request bearing an access token this provider issued
+    /// (unset: 500). A request without one gets 401 `invalid_token`, as from a real provider.
+    pub fn set_userinfo(&self, status: StatusCode, content_type: &'static str, body: String) {
+        *lock(&self.shared.userinfo_reply) = Some((status, content_type, body));
+    }
+
+    /// From now on the UserInfo endpoint never answers (a provider that hangs).
+    pub fn hang_userinfo(&self) {
+        self.shared
+            .userinfo_hangs
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn userinfo_requests(&self) -> Vec<UserinfoRequest> {
+        lock(&self.shared.userinfo_requests).clone()
+    }
 }
 
 async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -230,6 +268,9 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
     });
+    if s.userinfo {
+        doc["userinfo_endpoint"] = Value::from(format!("{iss}/userinfo"));
+    }
     for (k, v) in s
         .discovery_patch
         .iter()
@@ -248,6 +289,45 @@ async fn jwks_doc(State(s): State<Arc<Shared>>) -> Response {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let body = json!({ "keys": *lock(&s.jwks) }).to_string();
     ([(header::CONTENT_TYPE, s.jwks_content_type)], body).into_response()
+}
+
+/// OIDC Core §5.3: GET or POST, the access token as a Bearer token (RFC 6750).
+async fn userinfo(
+    State(s): State<Arc<Shared>>,
+    method: http::Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    lock(&s.userinfo_requests).push(UserinfoRequest {
+        method: method.to_string(),
+        authorization: authorization.clone(),
+        query: uri.query().map(str::to_owned),
+    });
+    if s.userinfo_hangs.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    let issued = ["at-opaque-1", REFRESHED_ACCESS_TOKEN];
+    let bearer_ok = authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .is_some_and(|t| issued.contains(&t));
+    if !bearer_ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)],
+        )
+            .into_response();
+    }
+    match lock(&s.userinfo_reply).clone() {
+        Some((status, content_type, body)) => {
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 fn oauth_error(status: StatusCode, error: &str) -> Response {

@@ -112,17 +112,28 @@ fn closing(e: ApiError) -> Response {
 
 /// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` names another authority than its
 /// `:authority` SHOULD be treated as malformed. The gateway routes by neither, but a log, a
-/// policy or an upstream further on might read the one we did not check.
+/// policy or an upstream further on might read the one we did not check. The two are compared
+/// as the entities they name, normalised (RFC 3986 §6.2.3): the host in any case, and the
+/// scheme's default port written or left out (`a.example:443` is `a.example` over https).
 fn host_matches_authority(req: &Request) -> bool {
     if req.version() != http::Version::HTTP_2 {
         return true;
     }
-    match (req.uri().authority(), req.headers().get(http::header::HOST)) {
-        (Some(authority), Some(host)) => host
-            .as_bytes()
-            .eq_ignore_ascii_case(authority.as_str().as_bytes()),
-        _ => true,
-    }
+    let (Some(authority), Some(host)) =
+        (req.uri().authority(), req.headers().get(http::header::HOST))
+    else {
+        return true;
+    };
+    let Ok(host) = http::uri::Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    let default_port = match req.uri().scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    host.host().eq_ignore_ascii_case(authority.host())
+        && host.port_u16().or(default_port) == authority.port_u16().or(default_port)
 }
 
 /// No `Transfer-Encoding`, or exactly `chunked` (the only coding the gateway handles).

@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh                    # 15 s runs, 3 interleaved rounds (~12 min)
 #   bash bench/run.sh --quick            # 3 s runs, 1 round: a correctness smoke test, not figures
-#   bash bench/run.sh --duration 10 --rounds 5 [--no-tls] [--no-redis] [--scale]
+#   bash bench/run.sh --duration 10 --rounds 5 [--no-tls] [--no-redis] [--scale] [--no-extras]
 #
 # Builds release (or takes $PORTCULLIS_BIN), starts the IdP fixture (crates/testkit/idp), an nginx
 # upstream ({"ok":true}), nginx as a plain reverse proxy (HTTP and TLS, same certificate as
@@ -11,9 +11,12 @@
 # Logs in through the real login form, verifies correctness, then runs wrk (-t2 -c64) on every
 # scenario, round by round (interleaved, so drift hits all alike). CPU µs/req = utime+stime of the
 # serving process(es) over the run (/proc) ÷ requests. Prints the table as ratios to nginx and
-# writes $RUN/results/{raw.tsv,table.md}.
+# writes $RUN/results/{raw.tsv,table.md}. Then, unless --no-extras, the targets wrk does not
+# measure, in the same run: the session footprint (examples/store_footprint.rs, 100k sessions,
+# with mimalloc and with the system allocator; --footprint N to change) and the 3-part aggregate
+# latency (examples/aggregate_latency.rs), appended to table.md.
 set -euo pipefail
-DURATION=15 ROUNDS=3 TLS=1 REDIS=1 SCALE=0 CONNS=64
+DURATION=15 ROUNDS=3 TLS=1 REDIS=1 SCALE=0 CONNS=64 EXTRAS=1 FOOTPRINT=100000
 while (($#)); do
   case $1 in
     --quick) DURATION=3 ROUNDS=1 ;;
@@ -23,7 +26,9 @@ while (($#)); do
     --no-tls) TLS=0 ;;
     --no-redis) REDIS=0 ;;
     --scale) SCALE=1 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    --no-extras) EXTRAS=0 ;;
+    --footprint) FOOTPRINT=$2; shift ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -172,4 +177,21 @@ for label, s, base in lines:
           f"{f(med(p99, 'p99_ms'), 2) if p99 else '—'} | {f(cpu(s), 1)} | {ratio(cpu(s), cpu(base))} |")
 print(f"\nPortcullis (memory store) RSS: idle after start {rss_idle / 1024:.1f} MiB, after the run {rss_after / 1024:.1f} MiB")
 EOF
+
+if ((EXTRAS)); then
+  # After the wrk runs, with every server of the run stopped (the aggregate example starts its
+  # own IdP and upstream), so neither measurement disturbs the other.
+  bench_cleanup
+  log "session footprint: $FOOTPRINT sessions, mimalloc (the default) and the system allocator"
+  {
+    printf '\n### Session footprint (%s sessions; examples/store_footprint.rs)\n\n```\n' "$FOOTPRINT"
+    printf 'mimalloc (default build):\n'
+    (cd "$REPO" && cargo run -q --release -p portcullis --example store_footprint -- "$FOOTPRINT")
+    printf 'system allocator (--no-default-features):\n'
+    (cd "$REPO" && cargo run -q --release -p portcullis --no-default-features --example store_footprint -- "$FOOTPRINT")
+    printf '```\n\n### 3-part aggregate latency (examples/aggregate_latency.rs)\n\n```\n'
+    (cd "$REPO" && cargo run -q --release -p portcullis --example aggregate_latency -- 50)
+    printf '```\n'
+  } >>"$RUN/results/table.md" 2>>"$RUN/logs/extras.log" || die "extras failed (see $RUN/logs/extras.log)"
+fi
 cat "$RUN/results/table.md"

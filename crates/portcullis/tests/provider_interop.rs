@@ -104,11 +104,11 @@ async fn journey(stack: &Stack, label: &str) -> Journey {
         .expect("logout");
     assert_eq!(out.status.as_u16(), 200, "{label}: logout: {}", out.text());
     let logout_url = out.json().expect("json")["logoutUrl"].clone();
-    let after = browser
-        .get(&stack.url("/bff/session"))
-        .await
-        .expect("session");
-    assert_eq!(after.status.as_u16(), 401, "{label}: logged out");
+    assert_eq!(
+        stack.session_info(&browser).await.0,
+        401,
+        "{label}: logged out"
+    );
     Journey { logout_url }
 }
 
@@ -203,11 +203,11 @@ async fn id_tokens_signed_with_other_algorithms() {
             .backchannel_logout(None, None)
             .await
             .unwrap_or_else(|e| panic!("{label}: logout token refused: {e:#}"));
-        let s = browser
-            .get(&stack.url("/bff/session"))
-            .await
-            .expect("session");
-        assert_eq!(s.status.as_u16(), 401, "{label}: back-channel logout");
+        assert_eq!(
+            stack.session_info(&browser).await.0,
+            401,
+            "{label}: back-channel logout"
+        );
     }
 }
 
@@ -218,14 +218,7 @@ async fn id_tokens_signed_with_other_algorithms() {
 async fn an_id_token_algorithm_the_gateway_does_not_know_makes_no_session() {
     let stack = Stack::start_with(refreshing(|o| o.id_token_alg = Some("Ed25519".into()))).await;
     let browser = Browser::new();
-    let outcome = browser
-        .login_via_form(
-            &stack.url("/bff/login?returnTo=/home"),
-            stack.idp.username(),
-            stack.idp.password(),
-        )
-        .await
-        .expect("through the provider");
+    let outcome = stack.login_attempt(&browser).await;
     let cb = &outcome.callback_response;
     assert_eq!(cb.status.as_u16(), 401, "{}", cb.text());
     assert_eq!(cb.header("content-type"), Some("application/problem+json"));
@@ -264,11 +257,11 @@ async fn a_key_set_with_several_keys_and_a_signing_key_without_alg() {
         .backchannel_logout(None, None)
         .await
         .expect("the logout token is accepted");
-    let s = browser
-        .get(&stack.url("/bff/session"))
-        .await
-        .expect("session");
-    assert_eq!(s.status.as_u16(), 401, "ended by the back-channel logout");
+    assert_eq!(
+        stack.session_info(&browser).await.0,
+        401,
+        "ended by the back-channel logout"
+    );
 }
 
 /// The provider rotates its signing key and withdraws the old one while a session lives: the
@@ -298,12 +291,7 @@ async fn the_provider_rotates_its_signing_key_while_sessions_live() {
     let other = Browser::new();
     stack.login(&other).await;
     assert_eq!(
-        other
-            .get(&stack.url("/bff/session"))
-            .await
-            .expect("session")
-            .status
-            .as_u16(),
+        stack.session_info(&other).await.0,
         200,
         "a new login after rotation"
     );
@@ -314,8 +302,11 @@ async fn the_provider_rotates_its_signing_key_while_sessions_live() {
         .await
         .expect("logout tokens signed with the new key are accepted");
     for b in [&browser, &other] {
-        let s = b.get(&stack.url("/bff/session")).await.expect("session");
-        assert_eq!(s.status.as_u16(), 401, "ended by the back-channel logout");
+        assert_eq!(
+            stack.session_info(b).await.0,
+            401,
+            "ended by the back-channel logout"
+        );
     }
 }
 

@@ -273,15 +273,7 @@ async fn the_real_provider_answers_the_gateways_userinfo_request() {
         ..Options::default()
     })
     .await;
-    let browser = Browser::new();
-    let outcome = browser
-        .login_via_form(
-            &stack.url("/bff/login?returnTo=/home"),
-            stack.idp.username(),
-            stack.idp.password(),
-        )
-        .await
-        .expect("login through the provider's form");
+    let outcome = stack.login_attempt(&Browser::new()).await;
     let r = &outcome.callback_response;
     assert_eq!(r.status.as_u16(), 302, "{}", r.text());
     assert_eq!(
@@ -305,21 +297,9 @@ async fn a_real_provider_that_keeps_profile_claims_in_userinfo_still_names_the_u
     })
     .await;
     let browser = Browser::new();
-    let outcome = browser
-        .login_via_form(
-            &stack.url("/bff/login?returnTo=/home"),
-            stack.idp.username(),
-            stack.idp.password(),
-        )
-        .await
-        .expect("login through the provider's form");
-    assert_eq!(outcome.callback_response.status.as_u16(), 302);
-    let r = browser
-        .get(&stack.url("/bff/session"))
-        .await
-        .expect("session");
-    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    let body: Value = serde_json::from_str(&r.text()).expect("json");
+    stack.login(&browser).await;
+    let (status, body) = stack.session_info(&browser).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["sub"], json!(stack.idp.username()));
     assert!(
         body["user"]["name"].is_string() && body["user"]["email"].is_string(),

@@ -163,16 +163,22 @@ impl Stack {
         format!("{}{path}", self.base)
     }
 
-    /// Logs `browser` in through the provider's real login form; returns the session cookie.
-    pub async fn login(&self, browser: &Browser) -> String {
-        let outcome = browser
+    /// Goes through `GET /bff/login?returnTo=/home` and the provider's real login form, whatever
+    /// the callback then answers.
+    pub async fn login_attempt(&self, browser: &Browser) -> testkit::browser::LoginOutcome {
+        browser
             .login_via_form(
                 &self.url("/bff/login?returnTo=/home"),
                 self.idp.username(),
                 self.idp.password(),
             )
             .await
-            .expect("login through the provider's form");
+            .expect("login through the provider's form")
+    }
+
+    /// Logs `browser` in through the provider's real login form; returns the session cookie.
+    pub async fn login(&self, browser: &Browser) -> String {
+        let outcome = self.login_attempt(browser).await;
         assert_eq!(
             outcome.callback_response.status.as_u16(),
             302,
@@ -182,17 +188,23 @@ impl Stack {
         browser.cookie(COOKIE).expect("session cookie set")
     }
 
-    /// The CSRF token from `GET /bff/session`.
-    pub async fn csrf(&self, browser: &Browser) -> String {
+    /// `GET /bff/session`: its status, and its JSON body (`Null` when it has none).
+    pub async fn session_info(&self, browser: &Browser) -> (u16, serde_json::Value) {
         let r = browser
             .get(&self.url("/bff/session"))
             .await
             .expect("session");
-        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-        r.json().expect("json")["csrfToken"]
-            .as_str()
-            .expect("csrfToken")
-            .to_owned()
+        (
+            r.status.as_u16(),
+            r.json().unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The CSRF token from `GET /bff/session`.
+    pub async fn csrf(&self, browser: &Browser) -> String {
+        let (status, body) = self.session_info(browser).await;
+        assert_eq!(status, 200, "{body}");
+        body["csrfToken"].as_str().expect("csrfToken").to_owned()
     }
 
     /// The server-side record behind a cookie (tests only: opening needs the cookie's ticket).

@@ -302,3 +302,37 @@ async fn a_key_set_served_as_a_static_file_still_loads() {
         );
     }
 }
+
+/// A refresh the provider refuses for the client itself (`invalid_client`, `unauthorized_client`,
+/// RFC 6749 §5.2: a wrong or rotated secret, the wrong authentication method) says nothing about
+/// the user's grant: 503 (nothing proxied) and the session kept, so it works again once the
+/// configuration is fixed. `invalid_grant` still ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_for_the_client_keeps_the_session() {
+    let env = Env::start().await;
+    for (code, api, session_after) in [
+        ("invalid_client", 503, 200),
+        ("unauthorized_client", 503, 200),
+        ("invalid_grant", 401, 401),
+    ] {
+        let (browser, status) = env.login(json!({}), json!({})).await;
+        assert_eq!(status, 302, "{code}: login");
+        env.idp.script_refresh(move || TokenReply::OAuthError(code));
+        env.upstream.clear();
+        assert_eq!(env.status(&browser, "/api/x").await, api, "{code}");
+        assert_eq!(env.upstream.count(), 0, "{code}: nothing proxied");
+        assert_eq!(
+            env.status(&browser, "/bff/session").await,
+            session_after,
+            "{code}: the session afterwards"
+        );
+        if session_after == 200 {
+            env.idp.script_refresh(|| TokenReply::NoIdToken);
+            assert_eq!(
+                env.status(&browser, "/api/x").await,
+                200,
+                "{code}: works again once the provider accepts the client"
+            );
+        }
+    }
+}

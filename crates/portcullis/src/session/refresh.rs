@@ -45,7 +45,8 @@ impl Refresher {
     }
 
     /// Returns a usable access token for the session, refreshing it first if needed. A refresh the
-    /// provider refuses ends the session (401); a provider outage is 503 and keeps the session.
+    /// provider refuses ends the session (401); a provider outage, or a refusal of the client
+    /// itself (its configuration), is 503 and keeps the session.
     pub async fn access_token(
         &self,
         sessions: &SessionManager,
@@ -180,6 +181,15 @@ impl Refresher {
                 tracing::debug!(sub = %current.record.sub, "access token refreshed");
                 Ok(current.record.access_token.clone())
             }
+            Err(OidcError::Rejected(code)) if refused_the_client(&code) => {
+                // RFC 6749 §5.2: the client's own authentication or registration, not the
+                // user's grant (a wrong or rotated secret, the wrong auth method). Ending the
+                // session would log every user out for a configuration error; kept, it works
+                // again once the configuration is fixed. Refused (503) meanwhile, never proxied.
+                tracing::error!(reason = %code, "refresh refused for the client itself: check oidc.client_id, the client secret and oidc.token_endpoint_auth_method; the session is kept");
+                self.metrics.refresh("unavailable");
+                Err(ApiError::Unavailable)
+            }
             Err(OidcError::Rejected(code)) | Err(OidcError::InvalidIdToken(code)) => {
                 tracing::info!(sub = %current.record.sub, reason = %code, "refresh refused: ending the session");
                 self.metrics.refresh("refused");
@@ -193,6 +203,11 @@ impl Refresher {
             }
         }
     }
+}
+
+/// Token endpoint errors about the client rather than the refresh token (RFC 6749 §5.2).
+fn refused_the_client(code: &str) -> bool {
+    matches!(code, "invalid_client" | "unauthorized_client")
 }
 
 async fn reload(sessions: &SessionManager, session: &Session) -> Result<Session, ApiError> {

@@ -484,6 +484,35 @@ async fn a_logout_token_signed_with_another_algorithm_than_the_id_tokens_ends_no
     assert!(!env.alive(&alice).await);
 }
 
+/// `oidc.id_token_signing_alg` pins the one algorithm of ID and logout tokens from the start: a
+/// logout token signed otherwise is refused before any login has shown the process the ID
+/// tokens' algorithm (unpinned, any asymmetric algorithm is accepted then). An ID token signed
+/// otherwise makes no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_algorithm_refuses_other_tokens_from_the_start() {
+    for (pin, es256_logout) in [("", 200), ("id_token_signing_alg = \"RS256\"", 400)] {
+        let idp = FakeIdp::start(
+            vec![
+                keys().provider.jwk(Some(KID)),
+                ec_keys().provider.jwk(Some("ec1")),
+            ],
+            IdpOptions::default(),
+        )
+        .await;
+        let gw = Gateway::start_with(&idp, CLIENT_SECRET, pin).await;
+        let env = Env { idp, gw };
+        let es256 = jws_with_header(
+            Signer::Es256(&ec_keys().provider),
+            &json!({"kid": "ec1", "typ": "logout+jwt"}),
+            &env.claims(json!({})),
+        );
+        let r = env.send(&es256).await;
+        assert_eq!(r.status.as_u16(), es256_logout, "[{pin}] {}", r.text());
+        let r = env.send(&env.token(json!({}))).await;
+        assert_eq!(r.status.as_u16(), 200, "[{pin}] RS256: {}", r.text());
+    }
+}
+
 /// `typ` is a media type (RFC 7515 §4.1.9: case-insensitive, `application/` optional) and `iat`
 /// a NumericDate, which may have a fraction (RFC 7519 §2): providers differ on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

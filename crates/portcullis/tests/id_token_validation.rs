@@ -132,6 +132,8 @@ enum Setup {
     ForeignCodeChallenge,
     /// The gateway is configured with a client secret the provider does not know.
     WrongClientSecret,
+    /// The gateway pins `oidc.id_token_signing_alg = "RS256"`.
+    PinnedRs256,
 }
 
 struct Case {
@@ -201,6 +203,23 @@ fn cases() -> Vec<Case> {
             )
         })
         .jwks(ec_jwks),
+        case(
+            "ES256 token, RS256 pinned (oidc.id_token_signing_alg)",
+            LoginFailed("algorithm `ES256` is not one of: RS256"),
+            |c| {
+                id_token(
+                    Signer::Es256(&ec_keys().provider),
+                    Some(EC_KID),
+                    &c.claims(),
+                )
+            },
+        )
+        .jwks(ec_jwks)
+        .setup(Setup::PinnedRs256),
+        case("RS256 token, RS256 pinned", Session, |c| {
+            signed(&c.claims())
+        })
+        .setup(Setup::PinnedRs256),
         case("no kid, one published key", Session, |c| {
             id_token(Signer::Rs256(&keys().provider), None, &c.claims())
         }),
@@ -495,7 +514,12 @@ impl Env {
         } else {
             CLIENT_SECRET
         };
-        let gw = Gateway::start(&idp, secret).await;
+        let pin = if setup == Setup::PinnedRs256 {
+            "id_token_signing_alg = \"RS256\""
+        } else {
+            ""
+        };
+        let gw = Gateway::start_with(&idp, secret, pin).await;
         Env { idp, gw }
     }
 

@@ -221,7 +221,18 @@ pub struct OidcConfig {
     /// `None`: chosen from the provider's discovery document. Set when the client is registered
     /// for one method at a provider that offers both: providers hold each client to its own.
     pub token_endpoint_auth_method: Option<ClientAuthMethod>,
+    /// The one JWS algorithm of this client's ID tokens and logout tokens, as registered at the
+    /// provider (`id_token_signed_response_alg`, OIDC Core §3.1.3.7 step 7). `None`: any
+    /// asymmetric algorithm the provider's keys support for ID tokens, and for logout tokens one
+    /// this process has seen on ID tokens.
+    pub id_token_signing_alg: Option<String>,
 }
+
+/// The JWS algorithms an ID or logout token may be signed with: asymmetric only (`none` and HMAC
+/// never), and only those the JOSE libraries verify (no ES512: P-521).
+pub const ID_TOKEN_SIGNING_ALGS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 /// How the client authenticates with its secret at the token and revocation endpoints
 /// (RFC 6749 §2.3.1; OIDC Core §9).

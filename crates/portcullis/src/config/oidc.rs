@@ -123,6 +123,19 @@ impl Validator {
                 None
             }
         };
+        let id_token_signing_alg = match raw.id_token_signing_alg {
+            Some(alg) if !super::ID_TOKEN_SIGNING_ALGS.contains(&alg.as_str()) => {
+                self.problem(
+                    "oidc.id_token_signing_alg",
+                    format!(
+                        "`{alg}` is not one of {}",
+                        super::ID_TOKEN_SIGNING_ALGS.join(", ")
+                    ),
+                );
+                None
+            }
+            other => other,
+        };
         Some(OidcConfig {
             issuer: issuer?,
             client_id: raw.client_id,
@@ -140,6 +153,7 @@ impl Validator {
             dangerous_send_id_token_hint_on_logout: raw.dangerous_send_id_token_hint_on_logout,
             password_grant: raw.password_grant,
             token_endpoint_auth_method,
+            id_token_signing_alg,
         })
     }
 }

@@ -189,6 +189,7 @@ pub struct RawOidc {
     #[serde(default)]
     pub password_grant: bool,
     pub token_endpoint_auth_method: Option<String>,
+    pub id_token_signing_alg: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -580,3 +580,28 @@ fn the_docs_and_the_example_name_exactly_the_keys_the_parser_accepts() {
         }
     }
 }
+
+/// `oidc.id_token_signing_alg` and `oidc.token_endpoint_auth_method` name only what the gateway
+/// can do: no `none`, no HMAC, no algorithm the JOSE libraries cannot verify.
+#[test]
+fn pinned_provider_choices_are_ones_the_gateway_supports() {
+    for bad in ["none", "HS256", "ES512", "rs256"] {
+        let err = Config::from_toml(&with_secrets(
+            "",
+            &format!("id_token_signing_alg = \"{bad}\""),
+        ))
+        .expect_err(bad)
+        .to_string();
+        assert!(err.contains("oidc.id_token_signing_alg"), "{bad}: {err}");
+    }
+    let c = Config::from_toml(&with_secrets("", "id_token_signing_alg = \"ES256\""))
+        .expect("ES256 is supported");
+    assert_eq!(c.oidc.id_token_signing_alg.as_deref(), Some("ES256"));
+    let err = Config::from_toml(&with_secrets(
+        "",
+        "token_endpoint_auth_method = \"private_key_jwt\"",
+    ))
+    .expect_err("unsupported method")
+    .to_string();
+    assert!(err.contains("oidc.token_endpoint_auth_method"), "{err}");
+}

@@ -43,6 +43,19 @@ const ASYMMETRIC: [CoreJwsSigningAlgorithm; 10] = [
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
+/// `oidc.id_token_signing_alg` alone when it is set (the algorithm the client is registered
+/// with), else every asymmetric one.
+fn allowed_algs(cfg: &OidcConfig) -> Vec<CoreJwsSigningAlgorithm> {
+    match &cfg.id_token_signing_alg {
+        // The configuration admits only names these parse (`config::ID_TOKEN_SIGNING_ALGS`);
+        // anything else would allow nothing, which fails closed.
+        Some(alg) => serde_json::from_value(Value::String(alg.clone()))
+            .map(|a| vec![a])
+            .unwrap_or_default(),
+        None => ASYMMETRIC.to_vec(),
+    }
+}
+
 pub(super) fn verify(
     d: &Discovered,
     cfg: &OidcConfig,
@@ -60,7 +73,7 @@ pub(super) fn verify(
         d.issuer.clone(),
         d.jwks.clone(),
     )
-    .set_allowed_algs(ASYMMETRIC)
+    .set_allowed_algs(allowed_algs(cfg))
     .set_issue_time_verifier_fn(move |iat: chrono::DateTime<chrono::Utc>| {
         let iat = u64::try_from(iat.timestamp()).unwrap_or(0);
         if iat > now + IAT_FUTURE_SKEW {
@@ -163,6 +176,15 @@ fn check_azp(claims: &Map<String, Value>, client_id: &str) -> Result<(), OidcErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_configurable_algorithm_is_one_the_verifier_knows() {
+        for alg in crate::config::ID_TOKEN_SIGNING_ALGS {
+            let parsed: CoreJwsSigningAlgorithm =
+                serde_json::from_value(Value::String(alg.into())).expect(alg);
+            assert!(ASYMMETRIC.contains(&parsed), "{alg}");
+        }
+    }
 
     #[test]
     fn a_kid_in_the_header_is_seen() {

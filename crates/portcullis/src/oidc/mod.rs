@@ -447,14 +447,27 @@ impl OidcProvider {
     /// the algorithm the client is registered with (OIDC Core §3.1.3.7 step 7). A provider that
     /// publishes keys for several algorithms (for its other clients) signs this client's logout
     /// tokens as its ID tokens; a token signed otherwise is refused. Before the first login of the
-    /// process nothing is known, and any asymmetric algorithm is accepted.
+    /// process nothing is known, and any asymmetric algorithm is accepted, unless
+    /// `oidc.id_token_signing_alg` names the one algorithm (then only it, from the start).
     pub async fn verify_logout_token(
         &self,
         raw: &str,
     ) -> Result<logout_token::LogoutRequest, OidcError> {
         let request = self.verify_logout_token_signature_and_claims(raw).await?;
+        let alg = id_token::header_alg(raw);
+        if let Some(pinned) = &self.cfg.id_token_signing_alg {
+            // Configured: the same one algorithm as the ID tokens, on every instance from the
+            // start, whatever this process has seen.
+            return match alg {
+                Some(a) if &a == pinned => Ok(request),
+                other => Err(OidcError::InvalidIdToken(format!(
+                    "logout token: alg {} is not oidc.id_token_signing_alg ({pinned})",
+                    other.as_deref().unwrap_or("(none)")
+                ))),
+            };
+        }
         let algs = self.id_token_algs.read().unwrap_or_else(|p| p.into_inner());
-        match id_token::header_alg(raw) {
+        match alg {
             Some(alg) if !algs.is_empty() && !algs.contains(&alg) => {
                 Err(OidcError::InvalidIdToken(format!(
                     "logout token: alg {alg} is not the one of the provider's ID tokens ({})",

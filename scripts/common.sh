@@ -124,23 +124,20 @@ ensure_bench_tools() {
 # cargo-fuzz (the fuzz targets in fuzz/, see docs/fuzzing.md), installed with `cargo install
 # --locked` when missing. It drives libFuzzer, whose flags need a nightly compiler: on the pinned
 # stable toolchain the fuzz scripts set RUSTC_BOOTSTRAP=1 (see fuzz_smoke in scripts/test.sh).
-ensure_cargo_fuzz() {
-  if cargo fuzz --version >/dev/null 2>&1; then
-    printf '    %s\n' "$(cargo fuzz --version)"
+# ensure_cargo_tool SUBCOMMAND: `cargo SUBCOMMAND`, installed from crates.io (cargo-SUBCOMMAND,
+# --locked) when missing.
+ensure_cargo_tool() {
+  if cargo "$1" --version >/dev/null 2>&1; then
+    printf '    %s\n' "$(cargo "$1" --version)"
     return 0
   fi
-  say "cargo install cargo-fuzz --locked"
-  cargo install cargo-fuzz --locked
+  say "cargo install cargo-$1 --locked"
+  cargo install "cargo-$1" --locked
 }
 
-ensure_cargo_deny() {
-  if cargo deny --version >/dev/null 2>&1; then
-    printf '    %s\n' "$(cargo deny --version)"
-    return 0
-  fi
-  say "cargo install cargo-deny --locked"
-  cargo install cargo-deny --locked
-}
+ensure_cargo_fuzz() { ensure_cargo_tool fuzz; }
+
+ensure_cargo_deny() { ensure_cargo_tool deny; }
 
 # Every fuzz target in fuzz/Cargo.toml.
 FUZZ_TARGETS=(ticket_cookie return_to request_path config_toml seal_open logout_token csp_report traceparent)

@@ -431,6 +431,23 @@ impl Validator {
         });
     }
 
+    /// `raw` as the path of a file the gateway creates (never its directory): its directory must
+    /// exist, and it must not be a directory itself. Checked here, so `check-config` and a reload
+    /// refuse it, not only `serve`.
+    fn file_to_create(&mut self, key: &str, raw: &str) -> Option<std::path::PathBuf> {
+        let path = std::path::PathBuf::from(raw);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if dir.is_dir() && !path.is_dir() {
+            Some(path)
+        } else {
+            self.problem(key, format!("`{raw}`: not a file in an existing directory"));
+            None
+        }
+    }
+
     fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
         r.map_err(|m| self.problem(key, m)).ok()
     }

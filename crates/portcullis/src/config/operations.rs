@@ -13,21 +13,7 @@ impl Validator {
             (None | Some("stderr"), None) => Some(AuditTarget::Stderr),
             (Some("stdout"), None) => Some(AuditTarget::Stdout),
             (Some("file"), Some(p)) if !p.is_empty() => {
-                // Caught here, so `check-config` and a reload refuse it, not only `serve`.
-                let path = std::path::PathBuf::from(p);
-                let dir = match path.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => std::path::PathBuf::from("."),
-                };
-                if dir.is_dir() && !path.is_dir() {
-                    Some(AuditTarget::File(path))
-                } else {
-                    self.problem(
-                        "audit.path",
-                        format!("`{}`: not a file in an existing directory", path.display()),
-                    );
-                    None
-                }
+                self.file_to_create("audit.path", &p).map(AuditTarget::File)
             }
             (Some("file"), _) => {
                 self.problem("audit.path", "required with target = \"file\"");

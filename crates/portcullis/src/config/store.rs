@@ -1,6 +1,6 @@
 //! `[session] store = …`: which session store backs the sessions, and its connection settings.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use url::Url;
 
@@ -29,24 +29,9 @@ impl Validator {
         match kind {
             "memory" => Some(StoreConfig::Memory),
             "file" => match &raw.file_path {
-                Some(p) => {
-                    // The store creates its file, never its directory: caught here, so
-                    // `check-config` and a reload refuse it, not only `serve`.
-                    let path = PathBuf::from(p);
-                    let dir = match path.parent() {
-                        Some(d) if !d.as_os_str().is_empty() => d,
-                        _ => std::path::Path::new("."),
-                    };
-                    if dir.is_dir() && !path.is_dir() {
-                        Some(StoreConfig::File(path))
-                    } else {
-                        self.problem(
-                            "session.file_path",
-                            format!("`{p}`: not a file in an existing directory"),
-                        );
-                        None
-                    }
-                }
+                Some(p) => self
+                    .file_to_create("session.file_path", p)
+                    .map(StoreConfig::File),
                 None => {
                     self.problem("session.file_path", "required with store = \"file\"");
                     None

@@ -31,16 +31,23 @@ fn admin_toml(token: &str) -> String {
     format!("\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"{path}\"\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_listener_revokes_by_subject_and_all() {
-    // The token is fixed before the stack starts, since the config carries it.
+/// A stack whose configuration carries a fresh admin token (fixed before the stack starts,
+/// since the config carries it), and its admin listener: (stack, admin base URL, token, the
+/// listener's stop handle).
+async fn stack_with_admin() -> (Stack, String, String, tokio::sync::watch::Sender<bool>) {
     let token = KeyRing::generate_encoded().expect("rng");
     let stack = Stack::start_with(Options {
         extra_toml: admin_toml(&token),
         ..Options::default()
     })
     .await;
-    let (admin, _stop) = start_admin(&stack).await;
+    let (admin, stop) = start_admin(&stack).await;
+    (stack, admin, token, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_revokes_by_subject_and_all() {
+    let (stack, admin, token, _stop) = stack_with_admin().await;
     let alice = Browser::new();
     stack.login(&alice).await;
     let alice2 = Browser::new();
@@ -272,13 +279,7 @@ async fn the_cli_revokes_sessions_in_the_shared_store() {
 /// an RFC 9457 problem like on the public listener (never an empty body or axum's plain text).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_takes_any_case_of_bearer_and_answers_problems() {
-    let token = KeyRing::generate_encoded().expect("rng");
-    let stack = Stack::start_with(Options {
-        extra_toml: admin_toml(&token),
-        ..Options::default()
-    })
-    .await;
-    let (admin, _stop) = start_admin(&stack).await;
+    let (stack, admin, token, _stop) = stack_with_admin().await;
     let http = Browser::new();
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let auth = format!("{scheme} {token}");

@@ -13,9 +13,7 @@ use common::{COOKIE, Stack};
 use fake_idp::{
     gateway::{Gateway, SESSION_COOKIE},
     jose::{self, Signer, keys},
-    provider::{
-        CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, REFRESHED_ACCESS_TOKEN, TokenReply,
-    },
+    provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, IdpOptions, REFRESHED_ACCESS_TOKEN, TokenReply},
 };
 use http::Method;
 use serde_json::{Value, json};
@@ -345,14 +343,7 @@ async fn a_refresh_naming_another_user_or_issuer_ends_the_session() {
         idp.set_expires_in(5);
         let browser = Browser::new();
         let auth = gw.start_login(&browser, "/x").await;
-        idp.issue_code(
-            "c1",
-            Grant {
-                code_challenge: auth.code_challenge.clone(),
-                nonce: auth.nonce.clone(),
-                redirect_uri: auth.redirect_uri.clone(),
-            },
-        );
+        idp.issue_code("c1", auth.grant());
         let issuer = iss.clone();
         idp.script(move |g| {
             TokenReply::IdToken(rs256(&claims(&issuer, json!({ "nonce": g.nonce }))))

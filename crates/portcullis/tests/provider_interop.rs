@@ -395,7 +395,7 @@ mod scripted {
     use crate::fake_idp::{
         gateway::{Gateway, SESSION_COOKIE},
         jose::{self, RsaKey, Signer},
-        provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, TokenReply},
+        provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, IdpOptions, TokenReply},
     };
 
     pub struct Env {
@@ -452,14 +452,7 @@ mod scripted {
         ) -> (Browser, u16) {
             let browser = Browser::new();
             let auth = self.gw.start_login(&browser, "/").await;
-            self.idp.issue_code(
-                "code-1",
-                Grant {
-                    code_challenge: auth.code_challenge.clone(),
-                    nonce: auth.nonce.clone(),
-                    redirect_uri: auth.redirect_uri.clone(),
-                },
-            );
+            self.idp.issue_code("code-1", auth.grant());
             let issuer = self.idp.issuer().to_owned();
             self.idp.script(move |g| {
                 let mut f = fields.clone();

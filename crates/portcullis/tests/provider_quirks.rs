@@ -21,9 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fake_idp::{
     gateway::{Gateway, SESSION_COOKIE},
     jose::{self, Signer, keys},
-    provider::{
-        CLIENT_ID, CLIENT_SECRET, FakeIdp, Grant, IdpOptions, REFRESHED_ACCESS_TOKEN, TokenReply,
-    },
+    provider::{CLIENT_ID, CLIENT_SECRET, FakeIdp, IdpOptions, REFRESHED_ACCESS_TOKEN, TokenReply},
 };
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -81,14 +79,7 @@ impl Env {
     async fn login(&self, claims: Value, fields: Value) -> (Browser, u16) {
         let browser = Browser::new();
         let auth = self.gw.start_login(&browser, "/").await;
-        self.idp.issue_code(
-            "code-1",
-            Grant {
-                code_challenge: auth.code_challenge.clone(),
-                nonce: auth.nonce.clone(),
-                redirect_uri: auth.redirect_uri.clone(),
-            },
-        );
+        self.idp.issue_code("code-1", auth.grant());
         let issuer = self.idp.issuer().to_owned();
         self.idp.script(move |g| {
             let mut f = fields.clone();

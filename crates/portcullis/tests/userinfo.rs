@@ -59,14 +59,7 @@ impl Env {
     async fn login(&self, extra: Value) -> (Browser, Response) {
         let browser = Browser::new();
         let auth = self.gw.start_login(&browser, "/").await;
-        self.idp.issue_code(
-            "code-1",
-            Grant {
-                code_challenge: auth.code_challenge.clone(),
-                nonce: auth.nonce.clone(),
-                redirect_uri: auth.redirect_uri.clone(),
-            },
-        );
+        self.idp.issue_code("code-1", auth.grant());
         let issuer = self.idp.issuer().to_owned();
         self.idp.script(move |g: &Grant| {
             let t = now();

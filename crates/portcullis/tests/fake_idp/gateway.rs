@@ -6,7 +6,7 @@ use serde_json::Value;
 use testkit::browser::{Browser, Response};
 use url::Url;
 
-use super::provider::{CLIENT_ID, FakeIdp};
+use super::provider::{CLIENT_ID, FakeIdp, Grant};
 use crate::common::running::{self, BoundPort, RunningGateway, captured_logs, write_secret};
 
 pub const SESSION_COOKIE: &str = "__Host-SessionID";
@@ -58,6 +58,15 @@ pub struct AuthorizationRequest {
 }
 
 impl AuthorizationRequest {
+    /// The grant a provider would remember for a code issued to this request.
+    pub fn grant(&self) -> Grant {
+        Grant {
+            code_challenge: self.code_challenge.clone(),
+            nonce: self.nonce.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+        }
+    }
+
     pub fn param(&self, name: &str) -> Option<String> {
         self.url
             .query_pairs()
